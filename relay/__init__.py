@@ -1,0 +1,1 @@
+"""The real relay core: sans-IO logic shared by the simulator and the servers."""

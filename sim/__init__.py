@@ -1,0 +1,1 @@
+"""livesim: discrete-event simulator for live-commerce streaming."""
