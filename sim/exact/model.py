@@ -1,0 +1,318 @@
+"""The exact engine: one SimPy process per viewer, driving relay.core's edge cache.
+
+Phases, desmod-style: build the component tree (tiers of nodes, the publish schedule, the
+audience), run the environment, collect the measurements.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Generator
+from typing import Any
+
+import numpy as np
+import simpy
+
+from relay.core.playlist import render_playlist
+from relay.core.stream import LiveStream
+from sim.audience import Arrivals, draw_arrivals
+from sim.exact.node import Node, OriginNode, ServiceTimes
+from sim.exact.schedule import Schedule, build_schedule
+from sim.exact.viewer import viewer
+from sim.measurements import Measurements, TierMeasurements, viewer_curve
+from sim.metrics import Histogram, choose_bin_s
+from sim.scenario import Scenario
+
+_SERVICE_SAMPLES = 4096
+_DRAW_POOL = 65_536
+_PROGRESS_STEPS = 200
+
+
+class Model:
+    """Everything one replication of the exact engine needs, built from a scenario and a seed."""
+
+    def __init__(self, scenario: Scenario, rng: np.random.Generator) -> None:
+        self.scenario = scenario
+        self.rng = rng
+        self.env = simpy.Environment()
+        duration_s = scenario.scenario.duration_s
+        self.bin_s = choose_bin_s(duration_s)
+        self.n_bins = max(1, math.ceil(duration_s / self.bin_s))
+        self.protocol = scenario.stream.protocol
+
+        edge_tier = scenario.tiers[-1]
+        origin_tier = scenario.tiers[0]
+        n_streams = scenario.hosts.count
+        ingest_rtt_s = origin_tier.rtt_ms.sample(rng, n_streams) / 1e3
+        self.schedule: Schedule = build_schedule(scenario, ingest_rtt_s, rng)
+        unit_s = self.schedule.unit_s
+        self.rendition_bps = [kbps * 1e3 for kbps in scenario.stream.bitrates_kbps]
+        self.unit_bits = [bps * unit_s for bps in self.rendition_bps]
+        self.key_stride = n_streams * len(self.unit_bits)
+        self.playlist_bits = 8.0 * _playlist_bytes(scenario, self.schedule)
+        self.hold_back_units = _hold_back_units(scenario, self.schedule)
+        self.startup_buffer_s = (
+            scenario.player.push_buffer_s if self.protocol == "http-flv" else 0.0
+        )
+
+        self.tiers: list[list[Node]] = [self._build_tier(i) for i in range(len(scenario.tiers))]
+        self._link_tiers()
+        self.edges = self.tiers[-1]
+        self.alive_edges: list[Node] = list(self.edges)
+
+        self.arrivals: Arrivals = draw_arrivals(
+            scenario.audience, scenario.hosts, duration_s, rng
+        )
+        n = len(self.arrivals)
+        self.viewer_rtt_s = edge_tier.rtt_ms.sample(rng, n) / 1e3
+        self.viewer_rate_bps = scenario.audience.last_mile_mbps.sample(rng, n) * 1e6
+        self.edge_draws = rng.random(n)
+        self._pool = [float(x) for x in rng.random(_DRAW_POOL)]
+        self._pool_i = 0
+
+        self.replay = Histogram()
+        self.join = Histogram()
+        self.rebuffer_bins = [0.0] * self.n_bins
+        self.stall_s = 0.0
+        self.play_start_s = np.full(n, np.nan)
+
+    # -- build ---------------------------------------------------------------------------------
+
+    def _build_tier(self, i: int) -> list[Node]:
+        tier = self.scenario.tiers[i]
+        rtt_s = tier.rtt_ms.sample(self.rng, tier.nodes) / 1e3
+        service = tier.request_ms.sample(self.rng, _SERVICE_SAMPLES) / 1e3
+        common: dict[str, Any] = dict(
+            tier_index=i,
+            egress_bps=tier.egress_gbps * 1e9,
+            workers=tier.workers,
+            cache_objects=tier.cache_parts,
+            n_bins=self.n_bins,
+            bin_s=self.bin_s,
+        )
+        nodes: list[Node] = []
+        for k in range(tier.nodes):
+            if i == 0:
+                node: Node = OriginNode(
+                    self.env,
+                    self._publish_of,
+                    index=k,
+                    service=ServiceTimes(np.roll(service, k)),
+                    coalescing=True,
+                    rtt_to_parent_s=float(rtt_s[k]),
+                    **common,
+                )
+            else:
+                node = Node(
+                    self.env,
+                    index=k,
+                    service=ServiceTimes(np.roll(service, k)),
+                    coalescing=tier.coalescing,
+                    rtt_to_parent_s=float(rtt_s[k]),
+                    **common,
+                )
+            node.bits_of = self._bits_of
+            nodes.append(node)
+        return nodes
+
+    def _link_tiers(self) -> None:
+        for i in range(1, len(self.tiers)):
+            parents = self.tiers[i - 1]
+            for node in self.tiers[i]:
+                node.parent_of = self._parent_picker(parents, i)
+                parent = parents[node.index % len(parents)]
+                node.chain_s = parent.chain_s + 0.5 * node.rtt_to_parent_s
+                node.chain_rtt_s = parent.chain_rtt_s + node.rtt_to_parent_s
+
+    def _parent_picker(self, parents: list[Node], tier_index: int) -> Callable[[int], Node]:
+        """Objects of one stream go to one parent (best coalescing), the next alive one if down."""
+        n_parents = len(parents)
+        n_renditions = len(self.unit_bits)
+        n_streams = self.scenario.hosts.count
+
+        def parent_of(key: int) -> Node:
+            stream = (key // n_renditions) % n_streams
+            first = (stream * 40_503 + tier_index) % n_parents
+            for step in range(n_parents):
+                node = parents[(first + step) % n_parents]
+                if node.alive:
+                    return node
+            return parents[first]
+
+        return parent_of
+
+    def _bits_of(self, key: int) -> float:
+        return self.unit_bits[key % len(self.unit_bits)]
+
+    def _publish_of(self, key: int) -> float:
+        unit, rest = divmod(key, self.key_stride)
+        stream = rest // len(self.unit_bits)
+        if unit >= self.schedule.units:
+            return math.inf
+        return float(self.schedule.publish_s[stream, unit])
+
+    # -- helpers for viewers -------------------------------------------------------------------
+
+    def pick_edge(self, draw: float) -> Node:
+        alive = self.alive_edges
+        if not alive:
+            return self.edges[int(draw * len(self.edges))]
+        return alive[int(draw * len(alive))]
+
+    def draw(self) -> float:
+        """A uniform number from a pre-drawn pool (failover choices)."""
+        i = self._pool_i
+        self._pool_i = (i + 1) % _DRAW_POOL
+        return self._pool[i]
+
+    def push_rendition(self, rate_bps: float) -> int:
+        """Push viewers pick one rendition at connect time from their access rate."""
+        budget = self.scenario.player.abr_safety * rate_bps
+        chosen = 0
+        for i, bps in enumerate(self.rendition_bps):
+            if bps <= budget:
+                chosen = i
+        return chosen
+
+    # -- run -----------------------------------------------------------------------------------
+
+    def _spawn(self) -> Generator[simpy.Event, Any, None]:
+        env = self.env
+        a = self.arrivals
+        at_s, leave_s, stream = a.at_s.tolist(), a.leave_s.tolist(), a.stream.tolist()
+        rtt_s, rate_bps = self.viewer_rtt_s.tolist(), self.viewer_rate_bps.tolist()
+        draws = self.edge_draws.tolist()
+        for vid in range(len(at_s)):
+            delay = at_s[vid] - env.now
+            if delay > 0:
+                yield env.timeout(delay)
+            env.process(
+                viewer(
+                    self,
+                    vid=vid,
+                    leave_s=leave_s[vid],
+                    stream=stream[vid],
+                    rtt_s=rtt_s[vid],
+                    rate_bps=rate_bps[vid],
+                    edge_draw=draws[vid],
+                )
+            )
+
+    def _fault(self, index: int) -> Generator[simpy.Event, Any, None]:
+        fault = self.scenario.faults[index]
+        tier_names = [t.name for t in self.scenario.tiers]
+        nodes = self.tiers[tier_names.index(fault.tier or tier_names[-1])]
+        if fault.kind == "origin-down":
+            return  # publishing is delayed in the schedule; nothing to switch here
+        chosen = [nodes[int(i)] for i in self.rng.choice(len(nodes), fault.count, replace=False)]
+        yield self.env.timeout(fault.at_s)
+        for node in chosen:
+            if fault.kind == "edge-down":
+                node.fail()
+            else:
+                node.egress.capacity_bps = node.nominal_egress_bps * fault.factor
+        self._refresh_alive()
+        yield self.env.timeout(fault.duration_s)
+        for node in chosen:
+            if fault.kind == "edge-down":
+                node.recover()
+            else:
+                node.egress.capacity_bps = node.nominal_egress_bps
+        self._refresh_alive()
+
+    def _refresh_alive(self) -> None:
+        self.alive_edges = [n for n in self.edges if n.alive]
+
+    def run(self, progress: Callable[[float], None] | None = None) -> Measurements:
+        env = self.env
+        env.process(self._spawn())
+        for i in range(len(self.scenario.faults)):
+            env.process(self._fault(i))
+        duration_s = self.scenario.scenario.duration_s
+        steps = _PROGRESS_STEPS if progress is not None else 1
+        for k in range(1, steps + 1):
+            env.run(until=duration_s * k / steps)
+            if progress is not None:
+                progress(k / steps)
+        return self._collect()
+
+    # -- collect -------------------------------------------------------------------------------
+
+    def _collect(self) -> Measurements:
+        duration_s = self.scenario.scenario.duration_s
+        a = self.arrivals
+        end_s = np.minimum(a.leave_s, duration_s)
+        started = ~np.isnan(self.play_start_s) & (self.play_start_s < end_s)
+        watched_s = float(np.sum(end_s[started] - self.play_start_s[started]))
+        peak, curve = viewer_curve(a.at_s, end_s, self.bin_s, self.n_bins)
+        tiers = []
+        for spec, nodes in zip(self.scenario.tiers, self.tiers, strict=True):
+            bits = np.array([n.bits_bins for n in nodes], dtype=float)
+            requests = np.array([n.request_bins for n in nodes], dtype=float)
+            capacity_bps = spec.egress_gbps * 1e9
+            tiers.append(
+                TierMeasurements(
+                    name=spec.name,
+                    nodes=spec.nodes,
+                    capacity_gbps=spec.egress_gbps * spec.nodes,
+                    egress_bits=bits.sum(axis=0),
+                    requests=requests.sum(axis=0),
+                    peak_node_utilization=float(bits.max(initial=0.0) / (capacity_bps * self.bin_s)),
+                    cache_requests=sum(n.cache.requests for n in nodes),
+                    cache_hits=sum(n.cache.hits for n in nodes),
+                    fetches=sum(n.cache.fetches for n in nodes),
+                )
+            )
+        return Measurements(
+            sim_time_s=duration_s,
+            bin_s=self.bin_s,
+            replay=self.replay,
+            join=self.join,
+            stall_s=self.stall_s,
+            watched_s=watched_s,
+            rebuffer_s=np.array(self.rebuffer_bins),
+            peak_viewers=peak,
+            sessions=len(a),
+            viewers=curve,
+            tiers=tiers,
+        )
+
+
+def _hold_back_units(scenario: Scenario, schedule: Schedule) -> int:
+    """How many units behind the newest listed one a player starts."""
+    player = scenario.player
+    if scenario.stream.protocol == "hls":
+        return math.ceil(player.hold_back_segments - 1e-9)
+    if scenario.stream.protocol == "ll-hls":
+        return math.ceil(player.part_hold_back_parts - 1e-9)
+    return 1
+
+
+def _playlist_bytes(scenario: Scenario, schedule: Schedule) -> int:
+    """Size of a steady-state media playlist, rendered by relay.core for this stream layout."""
+    if scenario.stream.protocol == "http-flv":
+        return 0
+    ll = scenario.stream.protocol == "ll-hls"
+    segment_s = schedule.unit_s * schedule.units_per_segment
+    stream = LiveStream(
+        "sized",
+        target_duration_s=segment_s,
+        part_target_s=schedule.unit_s if ll else None,
+    )
+    for i in range(12 * schedule.units_per_segment):
+        if ll:
+            stream.add_part(schedule.unit_s, independent=True, now=i * schedule.unit_s)
+            if (i + 1) % schedule.units_per_segment == 0:
+                stream.close_segment(now=i * schedule.unit_s)
+        else:
+            stream.add_segment(segment_s, now=i * segment_s)
+    return len(render_playlist(stream).encode())
+
+
+def run_exact(
+    scenario: Scenario,
+    rng: np.random.Generator,
+    progress: Callable[[float], None] | None = None,
+) -> Measurements:
+    """One replication of the exact engine."""
+    return Model(scenario, rng).run(progress)

@@ -1,0 +1,87 @@
+"""When each media unit of each host stream is captured and published at the origin.
+
+A *unit* is what a viewer fetches: a part for LL-HLS, a push chunk for HTTP-FLV, a whole segment
+for classic HLS. Streams are already live when the run starts (units before t=0 exist), each with
+its own phase. Publishing is limited by the host's uplink (the top rendition is uploaded, renditions
+are transcoded at the origin) and delayed by origin outages; all of it is closed-form, so the whole
+schedule is computed up front with numpy.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from sim.scenario import Scenario
+
+PRE_ROLL_S = 60.0
+"""Stream history that exists before the run starts."""
+
+
+def unit_layout(scenario: Scenario) -> tuple[float, int]:
+    """(unit duration, units per segment) for the scenario's protocol.
+
+    Parts are made equal and no longer than `part_s` (players reject a part longer than
+    PART-TARGET), so a 2 s segment with 0.333 s parts has 6 parts of 0.3333 s: a part target
+    within 1 % of a divisor of the segment is taken as that divisor.
+    """
+    stream = scenario.stream
+    if stream.protocol == "hls":
+        return stream.segment_s, 1
+    ratio = stream.segment_s / stream.part_s
+    per_segment = round(ratio) if abs(ratio - round(ratio)) <= 0.01 * ratio else math.ceil(ratio)
+    per_segment = max(1, per_segment)
+    return stream.segment_s / per_segment, per_segment
+
+
+@dataclass(frozen=True)
+class Schedule:
+    unit_s: float
+    units_per_segment: int
+    start_s: np.ndarray
+    """Capture time of unit 0, per stream (negative: streams are already live)."""
+    publish_s: np.ndarray
+    """Shape (streams, units): when each unit is complete at its origin node."""
+
+    @property
+    def units(self) -> int:
+        return int(self.publish_s.shape[1])
+
+    def capture_s(self, stream: int, unit: int) -> float:
+        """Capture time of the first frame of a unit."""
+        return float(self.start_s[stream]) + unit * self.unit_s
+
+    def live_unit(self, stream: int, t_s: float) -> int:
+        """Newest unit published at or before `t_s` (-1 if none)."""
+        return int(np.searchsorted(self.publish_s[stream], t_s, side="right")) - 1
+
+
+def build_schedule(
+    scenario: Scenario, ingest_rtt_s: np.ndarray, rng: np.random.Generator
+) -> Schedule:
+    """Publish times for every unit of every stream, for the whole run."""
+    unit_s, per_segment = unit_layout(scenario)
+    n_streams = scenario.hosts.count
+    duration_s = scenario.scenario.duration_s
+    pre_units = math.ceil(PRE_ROLL_S / unit_s)
+    n_units = pre_units + math.ceil(duration_s / unit_s) + 2
+    start_s = rng.uniform(0.0, unit_s, n_streams) - pre_units * unit_s
+    g = np.arange(n_units, dtype=float)
+    ready = start_s[:, None] + (g[None, :] + 1.0) * unit_s + scenario.stream.encoder_delay_s
+    top_bits = max(scenario.stream.bitrates_kbps) * 1e3 * unit_s
+    upload_s = top_bits / (scenario.hosts.uplink_mbps * 1e6)
+    # end_g = max(ready_g, end_{g-1}) + u  ==  u (g+1) + cummax(ready_k - u k)
+    done = upload_s * (g + 1.0) + np.maximum.accumulate(ready - upload_s * g, axis=1)
+    publish = done + 0.5 * ingest_rtt_s[:, None]
+    origin_nodes = scenario.tiers[0].nodes
+    for fault in scenario.faults:
+        if fault.kind != "origin-down":
+            continue
+        down = np.arange(n_streams) % origin_nodes < fault.count
+        end_s = fault.at_s + fault.duration_s
+        hit = down[:, None] & (publish >= fault.at_s) & (publish < end_s)
+        publish = np.where(hit, end_s, publish)
+    publish = np.maximum.accumulate(publish, axis=1)
+    return Schedule(unit_s=unit_s, units_per_segment=per_segment, start_s=start_s, publish_s=publish)
