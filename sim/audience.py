@@ -61,7 +61,7 @@ def draw_arrivals(
     total = cumulative[-1]
     n_flow = int(rng.poisson(total)) if total > 0 else 0
     flow_at = np.interp(rng.uniform(0.0, total, n_flow), cumulative, grid)
-    n_initial = int(round(initial))
+    n_initial = round(initial)
     initial_at = rng.uniform(0.0, min(audience.ramp_s, duration_s), n_initial)
     at_s = np.sort(np.concatenate((initial_at, flow_at)))
     watch_s = audience.watch_s.sample(rng, at_s.size)

@@ -33,7 +33,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("scenario", help="scenario file (TOML)")
     run.add_argument("--out", help="output directory (default reports/<scenario name>/)")
     run.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a scenario key, e.g. --set audience.peak_viewers=2e6 (repeatable)",
     )
     run.add_argument("--engine", choices=("auto", "exact", "cohort"), help="force an engine")
@@ -49,8 +53,14 @@ def _progress(quiet: bool) -> tuple[Callable[[float], None] | None, Callable[[],
         return None, lambda: None
     from tqdm import tqdm
 
-    bar = tqdm(total=1000, delay=2.0, file=sys.stderr, unit="‰", leave=False,
-               bar_format="{l_bar}{bar}| {elapsed}<{remaining}")
+    bar = tqdm(
+        total=1000,
+        delay=2.0,
+        file=sys.stderr,
+        unit="‰",
+        leave=False,
+        bar_format="{l_bar}{bar}| {elapsed}<{remaining}",
+    )
 
     def update(fraction: float) -> None:
         bar.update(round(fraction * 1000) - bar.n)

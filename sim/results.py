@@ -49,7 +49,9 @@ def rebuffer_ratio(m: Measurements) -> float:
     return m.stall_s / total if total > 0 else 0.0
 
 
-def evaluate_slos(scenario: Scenario, m: Measurements, sales: list[dict[str, Any]]) -> list[SloVerdict]:
+def evaluate_slos(
+    scenario: Scenario, m: Measurements, sales: list[dict[str, Any]]
+) -> list[SloVerdict]:
     """Each SLO target the scenario sets, against the measured value (<= target is met)."""
     slo = scenario.slo
     checks: list[tuple[str, float | None, float | None]] = [
@@ -59,8 +61,11 @@ def evaluate_slos(scenario: Scenario, m: Measurements, sales: list[dict[str, Any
     ]
     if sales:
         checks.append(
-            ("sale_response_p99_s", slo.sale_response_p99_s,
-             max(s["response_s"]["p99"] for s in sales))
+            (
+                "sale_response_p99_s",
+                slo.sale_response_p99_s,
+                max(s["response_s"]["p99"] for s in sales),
+            )
         )
         checks.append(("oversell_max", slo.oversell_max, max(s["oversold"] for s in sales)))
     verdicts = []

@@ -64,13 +64,7 @@ def run_scenario(
     children = np.random.SeedSequence(run_seed).spawn(replications)
     runs = []
     for i, child in enumerate(children):
-        step = None
-        if progress is not None:
-            report = progress
-
-            def step(fraction: float, i: int = i) -> None:
-                report((i + fraction) / replications)
-
+        step = None if progress is None else _scaled(progress, i, replications)
         runs.append(run_exact(scenario, np.random.default_rng(child), step))
     notes = []
     if scenario.sales:
@@ -87,3 +81,12 @@ def run_scenario(
         wall_s=time.perf_counter() - started,
         notes=notes,
     )
+
+
+def _scaled(progress: Callable[[float], None], i: int, n: int) -> Callable[[float], None]:
+    """Progress of replication i of n, reported as a fraction of the whole run."""
+
+    def step(fraction: float) -> None:
+        progress((i + fraction) / n)
+
+    return step

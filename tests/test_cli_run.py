@@ -15,9 +15,23 @@ ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "scenarios" / "quickstart.toml"
 
 CONTRACT_KEYS = {
-    "livesim_version", "scenario", "engine", "seed", "replications", "sim_time_s", "wall_s",
-    "platform", "resolved", "viewers", "latency_s", "rebuffer_ratio", "tiers", "sales",
-    "economics", "slo", "ok",
+    "livesim_version",
+    "scenario",
+    "engine",
+    "seed",
+    "replications",
+    "sim_time_s",
+    "wall_s",
+    "platform",
+    "resolved",
+    "viewers",
+    "latency_s",
+    "rebuffer_ratio",
+    "tiers",
+    "sales",
+    "economics",
+    "slo",
+    "ok",
 }
 H_KEYS = {"p50", "p95", "p99", "max", "mean"}
 TIER_KEYS = {"peak_egress_gbps", "peak_utilization", "peak_requests_per_s", "hit_ratio"}
@@ -28,7 +42,10 @@ def quickstart_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, Path,
     out = tmp_path_factory.mktemp("quickstart") / "out"
     proc = subprocess.run(
         [sys.executable, "-m", "sim.cli", "run", str(QUICKSTART), "--out", str(out)],
-        capture_output=True, text=True, timeout=600, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
     )
     assert proc.returncode in (0, 1), proc.stderr
     return proc.returncode, out, proc.stdout
@@ -80,9 +97,21 @@ def test_summary_is_printed(quickstart_run: tuple[int, Path, str]) -> None:
 
 def test_a_missed_slo_exits_1(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    code = main(["run", str(QUICKSTART), "--out", str(out), "--quiet",
-                 "--set", "audience.peak_viewers=200", "--set", "scenario.duration_s=30",
-                 "--set", "slo.replay_latency_p99_s=0.1"])
+    code = main(
+        [
+            "run",
+            str(QUICKSTART),
+            "--out",
+            str(out),
+            "--quiet",
+            "--set",
+            "audience.peak_viewers=200",
+            "--set",
+            "scenario.duration_s=30",
+            "--set",
+            "slo.replay_latency_p99_s=0.1",
+        ]
+    )
     assert code == 1
     result = json.loads((out / "result.json").read_text())
     verdict = {s["name"]: s["met"] for s in result["slo"]}
@@ -102,8 +131,16 @@ def test_webrtc_is_refused_clearly(tmp_path: Path, capsys: pytest.CaptureFixture
 def test_too_many_viewers_for_the_exact_engine_is_a_clear_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = main(["run", str(QUICKSTART), "--out", str(tmp_path / "o"),
-                 "--set", "audience.peak_viewers=10_000_000"])
+    code = main(
+        [
+            "run",
+            str(QUICKSTART),
+            "--out",
+            str(tmp_path / "o"),
+            "--set",
+            "audience.peak_viewers=10_000_000",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert "audience.peak_viewers" in err and "cohort" in err

@@ -8,8 +8,11 @@ ONE_EDGE = ("tier.edge.nodes=1", "stream.bitrates_kbps=[800]", "scenario.duratio
 
 
 def edge_fetches_per_unit(viewers: int, coalescing: bool) -> float:
-    result = run(*ONE_EDGE, f"audience.peak_viewers={viewers}",
-                 f"tier.edge.coalescing={str(coalescing).lower()}")
+    result = run(
+        *ONE_EDGE,
+        f"audience.peak_viewers={viewers}",
+        f"tier.edge.coalescing={str(coalescing).lower()}",
+    )
     units = 40 / (2.0 / 6)  # parts published during the run, one rendition
     return result["tiers"]["edge"]["fetches"] / units
 
@@ -31,7 +34,9 @@ def test_without_coalescing_fetches_grow_with_viewers() -> None:
 
 def test_shield_tier_sees_one_fetch_per_part_from_each_edge() -> None:
     result = run(
-        "scenario.duration_s=40", "stream.bitrates_kbps=[800]", "audience.peak_viewers=500",
+        "scenario.duration_s=40",
+        "stream.bitrates_kbps=[800]",
+        "audience.peak_viewers=500",
         base={
             **BASE,
             "tier": [

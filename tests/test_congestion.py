@@ -63,8 +63,9 @@ def test_overloaded_edges_rebuffer_and_miss_the_slo(scenario_file: Path, tmp_pat
 
 def test_adding_edge_nodes_brings_it_back(scenario_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    code = main(["run", str(scenario_file), "--out", str(out), "--quiet",
-                 "--set", "tier.edge.nodes=4"])
+    code = main(
+        ["run", str(scenario_file), "--out", str(out), "--quiet", "--set", "tier.edge.nodes=4"]
+    )
     result = json.loads((out / "result.json").read_text())
     assert code == 0, result["slo"]
     assert result["rebuffer_ratio"] < 0.01

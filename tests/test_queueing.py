@@ -48,8 +48,11 @@ def confidence_interval(samples: list[float]) -> tuple[float, float]:
     return mean - half, mean + half
 
 
-def replicate(make: Callable[[], Callable[[float, float], float]], arrival_per_s: float,
-              service: Callable[[np.random.Generator], float]) -> tuple[float, float]:
+def replicate(
+    make: Callable[[], Callable[[float, float], float]],
+    arrival_per_s: float,
+    service: Callable[[np.random.Generator], float],
+) -> tuple[float, float]:
     means = [mean_response(arrival_per_s, make(), service, seed) for seed in range(REPLICATIONS)]
     return confidence_interval(means)
 

@@ -16,9 +16,9 @@ import simpy
 from relay.core.playlist import render_playlist
 from relay.core.stream import LiveStream
 from sim.audience import Arrivals, draw_arrivals
-from sim.exact.node import Node, OriginNode, ServiceTimes
+from sim.exact.node import Node, OriginNode
 from sim.exact.schedule import Schedule, build_schedule
-from sim.exact.viewer import viewer
+from sim.exact.viewer import Session, viewer
 from sim.measurements import Measurements, TierMeasurements, viewer_curve
 from sim.metrics import Histogram, choose_bin_s
 from sim.scenario import Scenario
@@ -45,12 +45,15 @@ class Model:
         n_streams = scenario.hosts.count
         ingest_rtt_s = origin_tier.rtt_ms.sample(rng, n_streams) / 1e3
         self.schedule: Schedule = build_schedule(scenario, ingest_rtt_s, rng)
-        unit_s = self.schedule.unit_s
+        unit_s = self.unit_s = self.schedule.unit_s
         self.rendition_bps = [kbps * 1e3 for kbps in scenario.stream.bitrates_kbps]
         self.unit_bits = [bps * unit_s for bps in self.rendition_bps]
         self.key_stride = n_streams * len(self.unit_bits)
         self.playlist_bits = 8.0 * _playlist_bytes(scenario, self.schedule)
         self.hold_back_units = _hold_back_units(scenario, self.schedule)
+        self.requests_per_unit = 0 if self.protocol == "http-flv" else 2
+        """LL-HLS and HLS: a playlist (blocking or polled) and a media request per unit."""
+        self.abr_safety = scenario.player.abr_safety
         self.startup_buffer_s = (
             scenario.player.push_buffer_s if self.protocol == "http-flv" else 0.0
         )
@@ -60,9 +63,7 @@ class Model:
         self.edges = self.tiers[-1]
         self.alive_edges: list[Node] = list(self.edges)
 
-        self.arrivals: Arrivals = draw_arrivals(
-            scenario.audience, scenario.hosts, duration_s, rng
-        )
+        self.arrivals: Arrivals = draw_arrivals(scenario.audience, scenario.hosts, duration_s, rng)
         n = len(self.arrivals)
         self.viewer_rtt_s = edge_tier.rtt_ms.sample(rng, n) / 1e3
         self.viewer_rate_bps = scenario.audience.last_mile_mbps.sample(rng, n) * 1e6
@@ -89,6 +90,7 @@ class Model:
             cache_objects=tier.cache_parts,
             n_bins=self.n_bins,
             bin_s=self.bin_s,
+            bits_of=self._bits_of,
         )
         nodes: list[Node] = []
         for k in range(tier.nodes):
@@ -97,7 +99,7 @@ class Model:
                     self.env,
                     self._publish_of,
                     index=k,
-                    service=ServiceTimes(np.roll(service, k)),
+                    service_s=np.roll(service, k),
                     coalescing=True,
                     rtt_to_parent_s=float(rtt_s[k]),
                     **common,
@@ -106,12 +108,11 @@ class Model:
                 node = Node(
                     self.env,
                     index=k,
-                    service=ServiceTimes(np.roll(service, k)),
+                    service_s=np.roll(service, k),
                     coalescing=tier.coalescing,
                     rtt_to_parent_s=float(rtt_s[k]),
                     **common,
                 )
-            node.bits_of = self._bits_of
             nodes.append(node)
         return nodes
 
@@ -186,17 +187,15 @@ class Model:
             delay = at_s[vid] - env.now
             if delay > 0:
                 yield env.timeout(delay)
-            env.process(
-                viewer(
-                    self,
-                    vid=vid,
-                    leave_s=leave_s[vid],
-                    stream=stream[vid],
-                    rtt_s=rtt_s[vid],
-                    rate_bps=rate_bps[vid],
-                    edge_draw=draws[vid],
-                )
+            session = Session(
+                self,
+                vid=vid,
+                leave_s=leave_s[vid],
+                stream=stream[vid],
+                rtt_s=rtt_s[vid],
+                rate_bps=rate_bps[vid],
             )
+            env.process(viewer(self, session, draws[vid]))
 
     def _fault(self, index: int) -> Generator[simpy.Event, Any, None]:
         fault = self.scenario.faults[index]
@@ -257,7 +256,9 @@ class Model:
                     capacity_gbps=spec.egress_gbps * spec.nodes,
                     egress_bits=bits.sum(axis=0),
                     requests=requests.sum(axis=0),
-                    peak_node_utilization=float(bits.max(initial=0.0) / (capacity_bps * self.bin_s)),
+                    peak_node_utilization=float(
+                        bits.max(initial=0.0) / (capacity_bps * self.bin_s)
+                    ),
                     cache_requests=sum(n.cache.requests for n in nodes),
                     cache_hits=sum(n.cache.hits for n in nodes),
                     fetches=sum(n.cache.fetches for n in nodes),

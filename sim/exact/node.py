@@ -3,22 +3,27 @@
 Request handling and egress are computed arithmetically (no SimPy events): the engine admits work
 in nondecreasing time order, so a c-server FIFO queue reduces to a heap of server-free times
 (Kiefer-Wolfowitz), and the egress link to a fluid FIFO queue. Only waiting for objects that do
-not exist yet needs events, and those are shared by every request for the same object.
+not exist yet takes events, and those are shared by every request for the same object: child
+nodes wait on one SimPy event per fetch, viewer sessions are *held* on the fetch (as an LL-HLS
+edge holds blocking requests) and answered in place when the object lands.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import simpy
 
 from relay.core.cache import EdgeCache
 
+if TYPE_CHECKING:
+    from sim.exact.viewer import Session
+
 DOWN = object()
-"""Value an object event succeeds with when the node holding it fails."""
+"""Value handed to waiters when the node holding their request fails."""
 
 
 class RequestQueue:
@@ -54,17 +59,14 @@ class EgressLink:
         return self.free_at
 
 
-class ServiceTimes:
-    """A cycle of pre-drawn request service times (drawing one per request would be slow)."""
+class _Fetch:
+    """Who waits for one upstream fetch: child nodes (one event) and held viewer sessions."""
 
-    def __init__(self, samples_s: np.ndarray) -> None:
-        self._samples = [float(x) for x in samples_s]
-        self._i = 0
+    __slots__ = ("event", "sessions")
 
-    def next(self) -> float:
-        i = self._i
-        self._i = i + 1 if i + 1 < len(self._samples) else 0
-        return self._samples[i]
+    def __init__(self) -> None:
+        self.event: simpy.Event | None = None
+        self.sessions: list[Session] = []
 
 
 class Node:
@@ -78,12 +80,13 @@ class Node:
         index: int,
         egress_bps: float,
         workers: int,
-        service: ServiceTimes,
+        service_s: np.ndarray,
         cache_objects: int,
         coalescing: bool,
         rtt_to_parent_s: float,
         n_bins: int,
         bin_s: float,
+        bits_of: Callable[[int], float],
     ) -> None:
         self.env = env
         self.tier_index = tier_index
@@ -94,7 +97,9 @@ class Node:
         self.queue = RequestQueue(workers)
         self.egress = EgressLink(egress_bps)
         self.nominal_egress_bps = egress_bps
-        self.service = service
+        self._service_s = [float(x) for x in service_s]
+        """A cycle of pre-drawn request service times (a draw per request would be slow)."""
+        self._service_i = 0
         self.cache: EdgeCache[int, float] = EdgeCache(cache_objects, coalescing=coalescing)
         self.coalescing = coalescing
         self.rtt_to_parent_s = rtt_to_parent_s
@@ -104,44 +109,74 @@ class Node:
         """Round trips from this node up to the origin (a cold request pays them)."""
         self.parent_of: Callable[[int], Node] | None = None
         """Picks the parent node for an object key; None for the first tier."""
-        self.bits_of: Callable[[int], float] = lambda key: 0.0
+        self.bits_of = bits_of
         """Size of an object in bits, by key."""
-        self._pending: dict[int, simpy.Event] = {}
+        self._fetches: dict[int, _Fetch] = {}
+        """Fetches in flight by key, for coalescing."""
+        self._open: set[_Fetch] = set()
+        """Every fetch in flight, coalesced or not (a failure must release their waiters)."""
         self.bin_s = bin_s
         self.bits_bins = [0.0] * n_bins
         self.request_bins = [0] * n_bins
-        self.bits_total = 0.0
 
     # -- serving -------------------------------------------------------------------------------
 
     def serve(self, now: float, bits: float, requests: int) -> float:
-        """Handle `requests` requests answered with `bits` at `now`; return when the bits are out."""
-        done = self.queue.admit(now, self.service.next() * requests)
+        """Handle `requests` requests answered with `bits` at `now`; return when bits are out."""
+        i = self._service_i
+        service = self._service_s
+        self._service_i = i + 1 if i + 1 < len(service) else 0
+        done = self.queue.admit(now, service[i] * requests)
         b = int(now / self.bin_s)
         if b >= len(self.bits_bins):
             b = len(self.bits_bins) - 1
         self.bits_bins[b] += bits
         self.request_bins[b] += requests
-        self.bits_total += bits
         return self.egress.send(done, bits)
 
-    # -- objects -------------------------------------------------------------------------------
+    # -- waiting for objects -------------------------------------------------------------------
 
     def wait(self, key: int) -> simpy.Event:
-        """After a cache miss on `key`: the event that fires with its arrival time here."""
-        if not self.cache.begin_fetch(key):
-            return self._pending[key]
-        event = self.env.event()
-        if self.coalescing:
-            self._pending[key] = event
-        self.env.process(self._fetch(key, event, self.epoch))
-        return event
+        """After a cache miss on `key` (a child node's fetch): fires with its arrival time here."""
+        fetch = self._join_fetch(key)
+        if fetch.event is None:
+            fetch.event = self.env.event()
+        return fetch.event
 
-    def _fetch(self, key: int, event: simpy.Event, epoch: int) -> Any:
+    def hold(self, key: int, session: Session) -> None:
+        """After a cache miss on `key` (a viewer): answer `session` in place when it lands."""
+        self._join_fetch(key).sessions.append(session)
+
+    def _join_fetch(self, key: int) -> _Fetch:
+        if not self.cache.begin_fetch(key):
+            return self._fetches[key]
+        fetch = _Fetch()
+        if self.coalescing:
+            self._fetches[key] = fetch
+        self._open.add(fetch)
+        self.env.process(self._fetch(key, fetch, self.epoch))
+        return fetch
+
+    def _fetch(self, key: int, fetch: _Fetch, epoch: int) -> Generator[simpy.Event, Any, None]:
+        arrived = yield from self._obtain(key)
+        if epoch != self.epoch:
+            return
+        self._open.discard(fetch)
+        self.cache.fill(key, arrived)
+        if self.coalescing:
+            del self._fetches[key]
+        if fetch.event is not None:
+            fetch.event.succeed(arrived)
+        for session in fetch.sessions:
+            session.arrived(arrived)
+
+    def _obtain(self, key: int) -> Generator[simpy.Event, Any, float]:
+        """Get `key` from the parent tier; return its arrival time here."""
+        env = self.env
         half_rtt = self.rtt_to_parent_s * 0.5
-        yield self.env.timeout(half_rtt)
+        yield env.timeout(half_rtt)
+        assert self.parent_of is not None
         while True:
-            assert self.parent_of is not None
             parent = self.parent_of(key)
             if parent.alive:
                 available = parent.cache.lookup(key)
@@ -150,16 +185,10 @@ class Node:
                 if available is not DOWN:
                     break
             # The parent died: retry on another one after a round trip.
-            yield self.env.timeout(self.rtt_to_parent_s)
-        sent = parent.serve(self.env.now, self.bits_of(key), 1)
-        yield self.env.timeout(sent + half_rtt - self.env.now)
-        if epoch != self.epoch:
-            return
-        arrived = self.env.now
-        self.cache.fill(key, arrived)
-        if self.coalescing:
-            del self._pending[key]
-        event.succeed(arrived)
+            yield env.timeout(self.rtt_to_parent_s)
+        sent = parent.serve(env.now, self.bits_of(key), 1)
+        yield env.timeout(sent + half_rtt - env.now)
+        return env.now
 
     # -- faults --------------------------------------------------------------------------------
 
@@ -167,32 +196,34 @@ class Node:
         """Stop serving: waiters get DOWN, in-flight fetches are dropped, the cache is lost."""
         self.alive = False
         self.epoch += 1
-        pending, self._pending = self._pending, {}
-        for key, event in pending.items():
-            self.cache.abort(key)
-            event.succeed(DOWN)
+        fetches, self._open, self._fetches = self._open, set(), {}
         self.cache.clear()
+        for fetch in fetches:
+            if fetch.event is not None:
+                fetch.event.succeed(DOWN)
+            for session in fetch.sessions:
+                session.wake.succeed(DOWN)
 
     def recover(self) -> None:
         self.alive = True
 
 
 class OriginNode(Node):
-    """A first-tier node: holds every part of the streams it ingests from their publish time."""
+    """A first-tier node: each part of the streams it ingests is there from its publish time.
 
-    def __init__(self, env: simpy.Environment, publish_s: Callable[[int], float], **kw: Any) -> None:
+    Its cache is the store of the recent window; an object evicted from it is read back at once.
+    Origin outages are modelled as delayed publishing (see sim.exact.schedule), so an origin node
+    never fails here.
+    """
+
+    def __init__(
+        self, env: simpy.Environment, publish_s: Callable[[int], float], **kw: Any
+    ) -> None:
         super().__init__(env, **kw)
         self._publish_s = publish_s
 
-    def wait(self, key: int) -> simpy.Event:
-        if not self.cache.begin_fetch(key):
-            return self._pending[key]
+    def _obtain(self, key: int) -> Generator[simpy.Event, Any, float]:
         published = self._publish_s(key)
-        event = self.env.timeout(max(0.0, published - self.env.now), value=published)
-        self._pending[key] = event
-        event.callbacks.append(lambda _e: self._published(key, published))
-        return event
-
-    def _published(self, key: int, published: float) -> None:
-        self.cache.fill(key, published)
-        self._pending.pop(key, None)
+        if published > self.env.now:
+            yield self.env.timeout(published - self.env.now)
+        return published

@@ -84,4 +84,6 @@ def build_schedule(
         hit = down[:, None] & (publish >= fault.at_s) & (publish < end_s)
         publish = np.where(hit, end_s, publish)
     publish = np.maximum.accumulate(publish, axis=1)
-    return Schedule(unit_s=unit_s, units_per_segment=per_segment, start_s=start_s, publish_s=publish)
+    return Schedule(
+        unit_s=unit_s, units_per_segment=per_segment, start_s=start_s, publish_s=publish
+    )

@@ -1,8 +1,11 @@
-"""The viewer process: join, play with the protocol's hold-back, adapt the rendition, fail over.
+"""A viewer: one SimPy process for its life (join, failover, leave) and a session for playback.
 
-Per media unit a viewer that keeps up costs one shared SimPy event (the unit arriving at its edge)
-plus arithmetic: the edge's request queue and egress link, the viewer's own last-mile link, the
-play head and the latency record.
+Steady-state delivery costs no SimPy event. Like an LL-HLS edge holding blocking requests (or a
+push edge with subscribers), the edge keeps the viewer's request for the next unit and, when the
+unit lands, the session receives and plays it in place and asks for the one after. The process is
+woken only when that cannot go on by itself: the viewer's request is not at the edge yet, the
+next unit is already cached (the viewer is behind), the viewer leaves, classic HLS has to poll,
+or the edge fails.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import simpy
 
-from sim.exact.node import DOWN
+from sim.exact.node import DOWN, Node
 
 if TYPE_CHECKING:
     from sim.exact.model import Model
@@ -22,118 +25,179 @@ _EWMA = 0.3
 """Weight of the newest throughput sample in the ABR estimate."""
 
 
-def viewer(
-    model: Model,
-    *,
-    vid: int,
-    leave_s: float,
-    stream: int,
-    rtt_s: float,
-    rate_bps: float,
-    edge_draw: float,
-) -> Generator[simpy.Event, Any, None]:
-    env = model.env
-    arrived_s = env.now
-    proto = model.protocol
-    push = proto == "http-flv"
-    hls = proto == "hls"
-    unit_s = model.schedule.unit_s
-    capture0 = float(model.schedule.start_s[stream])
-    unit_bits = model.unit_bits
-    rendition_bps = model.rendition_bps
-    safety = model.scenario.player.abr_safety
-    half = 0.5 * rtt_s
-    requests_per_unit = 0 if push else 2
-    playlist_bits = 0.0 if push else model.playlist_bits
-    key_stride = model.key_stride
-    key_base = stream * len(unit_bits)
-    replay = model.replay
-    rebuffer_bins = model.rebuffer_bins
-    inv_bin = 1.0 / model.bin_s
-    last_bin = len(rebuffer_bins) - 1
+class Session:
+    """One viewer's playback state: what to fetch next, the play head, the ABR estimate."""
 
-    edge = model.pick_edge(edge_draw)
-    # Connection set-up (one round trip), then the playlist (or the push request).
-    yield env.timeout(rtt_s + half)
-    while not edge.alive:
-        yield env.timeout(model.scenario.player.reconnect_s)
-        edge = model.pick_edge(model.draw())
-        yield env.timeout(rtt_s + half)
-    now = env.now
-    listed = model.schedule.live_unit(stream, now - edge.chain_s)
-    cold = (key_base + listed * key_stride) not in edge.cache
-    answered = edge.serve(now, playlist_bits, 1) + (edge.chain_rtt_s if cold else 0.0)
-    g = listed + 1 - model.hold_back_units
-    if push:
-        rendition = model.push_rendition(rate_bps)
-        t_req = answered
-    else:
-        rendition = 0
-        t_req = answered + rtt_s
-    estimate_bps = 0.0
-    play_end = 0.0
-    started = False
-    link_free = 0.0
-    poll_phase = arrived_s
+    __slots__ = (
+        "_inv_bin",
+        "_last_bin",
+        "arrived_s",
+        "capture0_s",
+        "edge",
+        "estimate_bps",
+        "half_rtt_s",
+        "key_base",
+        "leave_s",
+        "link_free_s",
+        "model",
+        "play_end_s",
+        "poll_phase_s",
+        "rate_bps",
+        "rendition",
+        "rtt_s",
+        "started",
+        "t_req",
+        "unit",
+        "vid",
+        "wake",
+    )
 
-    while True:
-        if t_req > env.now:
-            yield env.timeout(t_req - env.now)
-        now = env.now
-        if now >= leave_s:
-            break
-        if not edge.alive:
-            yield env.timeout(model.scenario.player.reconnect_s)
-            edge = model.pick_edge(model.draw())
-            t_req = env.now + rtt_s + (half if push else rtt_s)
-            continue
-        key = key_base + g * key_stride + rendition
+    def __init__(
+        self, model: Model, *, vid: int, leave_s: float, stream: int, rtt_s: float, rate_bps: float
+    ) -> None:
+        self.model = model
+        self.vid = vid
+        self.arrived_s = model.env.now
+        self.leave_s = leave_s
+        self.rtt_s = rtt_s
+        self.half_rtt_s = 0.5 * rtt_s
+        self.rate_bps = rate_bps
+        self.key_base = stream * len(model.unit_bits)
+        self.capture0_s = float(model.schedule.start_s[stream])
+        self.poll_phase_s = self.arrived_s
+        self.edge: Node = model.edges[0]
+        self.unit = 0
+        self.rendition = 0
+        self.t_req = 0.0
+        """When the request for `unit` reaches the edge."""
+        self.link_free_s = 0.0
+        """When the viewer's own access link has drained what it was sent."""
+        self.play_end_s = 0.0
+        self.started = False
+        self.estimate_bps = 0.0
+        self.wake: simpy.Event = model.env.event()
+        """Succeeds when the edge hands control back to the viewer process."""
+        self._inv_bin = 1.0 / model.bin_s
+        self._last_bin = len(model.rebuffer_bins) - 1
+
+    def key(self) -> int:
+        return self.key_base + self.unit * self.model.key_stride + self.rendition
+
+    def arrived(self, now: float) -> None:
+        """Called by the edge: the unit this session is held on has landed there at `now`."""
+        if self.t_req > now or now >= self.leave_s:
+            self.wake.succeed(now)
+            return
+        self.play(now)
+        if self.model.protocol == "hls":
+            self.wake.succeed(None)
+            return
+        edge = self.edge
+        key = self.key_base + self.unit * self.model.key_stride + self.rendition
         available = edge.cache.lookup(key)
         if available is None:
-            available = yield edge.wait(key)
-            if available is DOWN:
-                continue
-            now = env.now
-            if now >= leave_s:
-                break
-        bits = unit_bits[rendition]
-        sent = edge.serve(now, bits + playlist_bits, requests_per_unit)
-        link_free = (link_free if link_free > now else now) + bits / rate_bps
-        received = (sent if sent > link_free else link_free) + half
-        # Playback: a unit plays when it has arrived and the one before it has finished.
-        if not started:
-            started = True
-            play_at = received + model.startup_buffer_s
-            model.join.record(play_at - arrived_s)
-            model.play_start_s[vid] = play_at
-        elif received > play_end:
-            play_at = received
-            stall = received - play_end
-            model.stall_s += stall
-            b = int(received * inv_bin)
-            rebuffer_bins[b if b < last_bin else last_bin] += stall
+            edge.hold(key, self)
         else:
-            play_at = play_end
-        replay.record(play_at - (capture0 + g * unit_s))
-        play_end = play_at + unit_s
-        g += 1
-        if push:
-            t_req = now
-            continue
-        # Rate adaptation on measured throughput (HTTP delivery only).
+            self.wake.succeed(available)
+
+    def play(self, now: float) -> None:
+        """The edge answers this session's request for `unit` at `now`: receive it and play it."""
+        model = self.model
+        rendition = self.rendition
+        bits = model.unit_bits[rendition]
+        sent = self.edge.serve(now, bits + model.playlist_bits, model.requests_per_unit)
+        link_free = (self.link_free_s if self.link_free_s > now else now) + bits / self.rate_bps
+        self.link_free_s = link_free
+        received = (sent if sent > link_free else link_free) + self.half_rtt_s
+        # A unit plays when it has arrived and the one before it has finished.
+        if not self.started:
+            self.started = True
+            play_at = received + model.startup_buffer_s
+            model.join.record(play_at - self.arrived_s)
+            model.play_start_s[self.vid] = play_at
+        elif received > self.play_end_s:
+            play_at = received
+            stall = received - self.play_end_s
+            model.stall_s += stall
+            b = int(received * self._inv_bin)
+            model.rebuffer_bins[b if b < self._last_bin else self._last_bin] += stall
+        else:
+            play_at = self.play_end_s
+        unit_s = model.unit_s
+        model.replay.record(play_at - (self.capture0_s + self.unit * unit_s))
+        self.play_end_s = play_at + unit_s
+        self.unit += 1
+        if model.protocol == "http-flv":
+            self.t_req = now  # pushed: no request per unit, no rate adaptation
+            return
+        # Rate adaptation on measured throughput.
         sample_bps = bits / (received - now)
-        estimate_bps = sample_bps if estimate_bps == 0.0 else (
-            (1.0 - _EWMA) * estimate_bps + _EWMA * sample_bps
-        )
-        budget = safety * estimate_bps
-        rendition = 0
-        for i, bps in enumerate(rendition_bps):
+        estimate = self.estimate_bps
+        estimate = sample_bps if estimate == 0.0 else estimate + _EWMA * (sample_bps - estimate)
+        self.estimate_bps = estimate
+        budget = model.abr_safety * estimate
+        chosen = 0
+        for i, bps in enumerate(model.rendition_bps):
             if bps <= budget:
-                rendition = i
-        t_req = now + rtt_s
-        if hls:
-            # Classic HLS: the segment is found by the next playlist poll after it is listed.
-            listed_at = model.schedule.publish_s[stream, g] + edge.chain_s
-            poll_s = poll_phase + math.ceil((listed_at - poll_phase) / unit_s) * unit_s
-            if poll_s + rtt_s > t_req:
-                t_req = poll_s + rtt_s
+                chosen = i
+        self.rendition = chosen
+        t_req = now + self.rtt_s
+        if model.protocol == "hls":
+            # Classic HLS: a segment is found by the first playlist poll after it is listed.
+            stream = self.key_base // len(model.unit_bits)
+            listed_at = model.schedule.publish_s[stream, self.unit] + self.edge.chain_s
+            phase = self.poll_phase_s
+            poll_s = phase + math.ceil((listed_at - phase) / unit_s) * unit_s
+            if poll_s + self.rtt_s > t_req:
+                t_req = poll_s + self.rtt_s
+        self.t_req = t_req
+
+
+def viewer(model: Model, session: Session, edge_draw: float) -> Generator[simpy.Event, Any, None]:
+    """The viewer process: join, then hand the session to the edge; step in when woken."""
+    env = model.env
+    reconnect_s = model.scenario.player.reconnect_s
+    rtt_s = session.rtt_s
+    half = session.half_rtt_s
+    push = model.protocol == "http-flv"
+    edge = session.edge = model.pick_edge(edge_draw)
+    # Connection set-up (one round trip), then the playlist (or the push request) reaches it.
+    yield env.timeout(rtt_s + half)
+    while not edge.alive:
+        yield env.timeout(reconnect_s)
+        edge = session.edge = model.pick_edge(model.draw())
+        yield env.timeout(rtt_s + half)
+    now = env.now
+    stream = session.key_base // len(model.unit_bits)
+    listed = model.schedule.live_unit(stream, now - edge.chain_s)
+    cold = (session.key_base + listed * model.key_stride) not in edge.cache
+    answered = edge.serve(now, model.playlist_bits, 1) + (edge.chain_rtt_s if cold else 0.0)
+    session.unit = listed + 1 - model.hold_back_units
+    if push:
+        session.rendition = model.push_rendition(session.rate_bps)
+        session.t_req = answered
+    else:
+        session.t_req = answered + rtt_s
+
+    available: Any = None
+    """What the last wake said: the unit's arrival time at the edge, DOWN, or None (unknown)."""
+    while True:
+        if session.t_req > env.now:
+            yield env.timeout(session.t_req - env.now)
+        if env.now >= session.leave_s:
+            return
+        if available is DOWN or not session.edge.alive:
+            available = None
+            yield env.timeout(reconnect_s)
+            session.edge = model.pick_edge(model.draw())
+            session.t_req = env.now + rtt_s + (half if push else rtt_s)
+            continue
+        if available is None:
+            available = session.edge.cache.lookup(session.key())
+        if available is None:
+            session.wake = env.event()
+            session.edge.hold(session.key(), session)
+            available = yield session.wake
+            continue
+        session.play(env.now)
+        available = None
