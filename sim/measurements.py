@@ -26,7 +26,6 @@ class TierMeasurements:
     peak_node_utilization: float
     """Busiest node-bin: bits sent over what its link could send in the bin."""
     cache_requests: int
-    cache_hits: int
     fetches: int
     """Upstream fetches the tier's nodes started."""
 
@@ -88,7 +87,6 @@ def merge_replications(runs: list[Measurements]) -> Measurements:
                 requests=sum((s.requests for s in same), np.zeros_like(t.requests)) / n,
                 peak_node_utilization=float(np.mean([s.peak_node_utilization for s in same])),
                 cache_requests=sum(s.cache_requests for s in same),
-                cache_hits=sum(s.cache_hits for s in same),
                 fetches=sum(s.fetches for s in same),
             )
         )

@@ -90,7 +90,9 @@ def _tiers(m: Measurements) -> dict[str, dict[str, Any]]:
             "peak_egress_gbps": float(egress_gbps.max(initial=0.0)),
             "peak_utilization": t.peak_node_utilization,
             "peak_requests_per_s": float((t.requests / m.bin_s).max(initial=0.0)),
-            "hit_ratio": t.cache_hits / t.cache_requests if t.cache_requests else 0.0,
+            # Offload: requests answered without an upstream fetch of their own (cache hits and
+            # requests coalesced onto a fetch already in flight).
+            "hit_ratio": 1.0 - t.fetches / t.cache_requests if t.cache_requests else 0.0,
             "bytes": int(t.egress_bits.sum() / 8),
             "requests": int(t.requests.sum()),
             "fetches": t.fetches,

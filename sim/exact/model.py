@@ -260,7 +260,6 @@ class Model:
                         bits.max(initial=0.0) / (capacity_bps * self.bin_s)
                     ),
                     cache_requests=sum(n.cache.requests for n in nodes),
-                    cache_hits=sum(n.cache.hits for n in nodes),
                     fetches=sum(n.cache.fetches for n in nodes),
                 )
             )
