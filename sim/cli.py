@@ -57,8 +57,8 @@ def _progress(quiet: bool) -> tuple[Callable[[float], None] | None, Callable[[],
         total=1000,
         delay=2.0,
         file=sys.stderr,
-        unit="‰",
         leave=False,
+        desc="simulating",
         bar_format="{l_bar}{bar}| {elapsed}<{remaining}",
     )
 

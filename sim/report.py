@@ -320,7 +320,9 @@ def _tier_section(result: Mapping[str, Any]) -> list[str]:
         "## Tiers",
         "",
         "Tiers are listed from the origin outward; the last one serves the viewers. Peak node "
-        "utilisation is the busiest node's egress over its link capacity in its busiest time bin.",
+        "utilisation is the busiest node's egress over its link capacity in its busiest time bin; "
+        "the hit ratio counts requests answered without an upstream fetch of their own (cache "
+        "hits and waits coalesced onto a fetch in flight).",
         "",
         *_table(header, rows),
         "",

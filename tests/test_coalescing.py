@@ -51,3 +51,20 @@ def test_shield_tier_sees_one_fetch_per_part_from_each_edge() -> None:
     assert result["tiers"]["edge"]["fetches"] / (4 * units) <= 1.1
     assert result["tiers"]["shield"]["fetches"] / units <= 1.1
     assert result["tiers"]["origin"]["requests"] <= 1.1 * units
+
+
+def test_many_small_streams_lower_the_edge_hit_ratio() -> None:
+    def hit_ratio(streams: int) -> float:
+        result = run(
+            f"hosts.count={streams}",
+            "audience.peak_viewers=1000",
+            "scenario.duration_s=40",
+            "tier.edge.nodes=4",
+        )
+        return float(result["tiers"]["edge"]["hit_ratio"])
+
+    one, many = hit_ratio(1), hit_ratio(500)
+    # Each edge fetches every part of every stream its viewers watch: spread 1,000 viewers
+    # over 500 streams and most requests have nobody to share a fetch with.
+    assert one > 0.98
+    assert many < 0.8
