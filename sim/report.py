@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ FIGURES = {
     "egress.png": "Egress per tier over time, with each tier's capacity dashed",
     "requests.png": "Requests per second per tier over time",
     "rebuffering.png": "Viewer-seconds spent rebuffering per time bin",
+    "sale_fairness.png": "Share of buyers who got an order, by replay-latency decile",
 }
 _DPI = 100
 _SIZE_IN = (8.0, 4.5)
@@ -117,6 +119,34 @@ def _align(rows: Sequence[Sequence[str]]) -> list[str]:
 # -- stdout summary --------------------------------------------------------------------------
 
 
+def _sale_line(sale: Mapping[str, Any]) -> str:
+    sold_out = sale.get("sold_out_after_s")
+    ended = "stock left" if sold_out is None else f"sold out after {_fmt(sold_out, ',.2f')} s"
+    return (
+        f"sale {sale.get('name', '?')} ({sale.get('backend', '?')}): "
+        f"sold {_count(sale.get('sold'))}/{_count(sale.get('stock'))}, {ended}, "
+        f"response p99 {_stats(sale.get('response_s'), ('p99',))[0]} s, "
+        f"oversold {_count(sale.get('oversold'))}"
+    )
+
+
+def _interactive_lines(result: Mapping[str, Any]) -> list[str]:
+    """One line per sale and per lottery, then the chat line when there is chat."""
+    lines = [_sale_line(s) for s in _sales(result)]
+    lines += [
+        f"lottery {lot.get('name', '?')}: valid entries {_count(lot.get('valid_entries'))}"
+        f"/{_count(lot.get('entries'))}, winners {_count(lot.get('winners'))}"
+        for lot in _lotteries(result)
+    ]
+    chat = _chat(result)
+    if chat is not None:
+        p95 = _stats(chat.get("question_to_answer_s"), ("p95",))[0]
+        lines.append(
+            f"chat: {_count(chat.get('questions'))} questions, question-to-answer p95 {p95} s"
+        )
+    return lines
+
+
 def format_summary(result: Mapping[str, Any]) -> str:
     """The aligned plain-text table printed on stdout after a run; the last line is the verdict."""
     lines = [
@@ -153,20 +183,9 @@ def format_summary(result: Mapping[str, Any]) -> str:
                 ]
             )
         lines += ["", *_align(rows)]
-    sales = _sales(result)
-    if sales:
-        rows = [["sale", "stock", "sold", "oversold", "response p99 s"]]
-        for s in sales:
-            rows.append(
-                [
-                    str(s.get("name", "?")),
-                    _count(s.get("stock")),
-                    _count(s.get("sold")),
-                    _count(s.get("oversold")),
-                    _fmt(_get(s, "response_s", "p99")),
-                ]
-            )
-        lines += ["", *_align(rows)]
+    interactive = _interactive_lines(result)
+    if interactive:
+        lines += ["", *interactive]
     slos = _slos(result)
     if slos:
         rows = [["SLO", "target", "value", "verdict"]]
@@ -365,47 +384,207 @@ def _economics_section(result: Mapping[str, Any]) -> list[str]:
     return [*out, *_table(["", ""], rows), ""]
 
 
-def _fairness(value: Any) -> str:
-    if not isinstance(value, Mapping) or not value:
-        return NA
-    return ", ".join(
-        f"{k} {_fmt(v, '.3g') if _number(v) is not None else v}" for k, v in value.items()
-    )
+def _lotteries(result: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return [x for x in result.get("lotteries") or [] if isinstance(x, Mapping)]
+
+
+def _chat(result: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    chat = result.get("chat")
+    return chat if isinstance(chat, Mapping) else None
+
+
+def _seconds(value: Any) -> str:
+    return _fmt(value, ",.2f", " s")
+
+
+def _oversold(sale: Mapping[str, Any]) -> int:
+    x = _number(sale.get("oversold"))
+    return 0 if x is None else max(0, round(x))
+
+
+def _stock_left(sale: Mapping[str, Any]) -> str:
+    """`not sold out (N left)`, for a sale whose sold_out_after_s is null."""
+    stock, sold = _number(sale.get("stock")), _number(sale.get("sold"))
+    if stock is None or sold is None:
+        return "not sold out"
+    return f"not sold out ({_count(max(0.0, stock - sold))} left)"
+
+
+def _sale_rows(sale: Mapping[str, Any], currency: str) -> list[list[str]]:
+    sold_out = sale.get("sold_out_after_s")
+    rows = [
+        ["backend", f"`{sale.get('backend', '?')}`"],
+        ["price", f"{_fmt(sale.get('price'), ',.2f')} {currency}".rstrip()],
+        ["stock", _count(sale.get("stock"))],
+        ["sold", _count(sale.get("sold"))],
+        ["oversold", _count(sale.get("oversold"))],
+        ["buyers", _count(sale.get("buyers"))],
+        ["orders wanted (buyers x quantity)", _count(sale.get("orders"))],
+        ["attempts", _count(sale.get("attempts"))],
+        ["retries", _count(sale.get("retries"))],
+        ["timeouts", _count(sale.get("timeouts"))],
+        [
+            "sold out after (from the announcement)",
+            _stock_left(sale) if sold_out is None else _seconds(sold_out),
+        ],
+        ["peak orders/s", _fmt(sale.get("peak_orders_per_s"), ",.0f")],
+    ]
+    ps = ("p50", "p95", "p99")
+    rows += [
+        [f"response {p} (s)", v]
+        for p, v in zip(ps, _stats(sale.get("response_s"), ps), strict=True)
+    ]
+    rows.append(["GMV", f"{_fmt(sale.get('gmv'), ',.2f')} {currency}".rstrip()])
+    if sale.get("written_after_s") is not None:
+        rows.append(["last order durably written after", _seconds(sale.get("written_after_s"))])
+    return rows
+
+
+def _decisions_table(decisions: Any) -> list[str]:
+    if not isinstance(decisions, Mapping) or not decisions:
+        return []
+    header = [str(k).replace("_", " ") for k in decisions]
+    return [
+        "Answers to attempts (timed out: the buyer stopped waiting):",
+        "",
+        *_table(header, [[_count(v) for v in decisions.values()]], "r" * len(header)),
+        "",
+    ]
+
+
+def _deciles(sale: Mapping[str, Any]) -> tuple[list[float], list[float]]:
+    """Success share per replay-latency decile and the 11 decile edges, or ([], []) if unusable."""
+    share = _floats(_get(sale, "fairness", "success_by_latency_decile"))
+    edges = _floats(_get(sale, "fairness", "latency_decile_edges_s"))
+    if not share or len(edges) != len(share) + 1:
+        return [], []
+    return share, edges
+
+
+def _ratio_reading(sale: Mapping[str, Any], share: Sequence[float]) -> str:
+    ratio = _number(_get(sale, "fairness", "fastest_slowest_ratio"))
+    if ratio is not None:
+        return (
+            f"Buyers in the fastest tenth were {ratio:.1f} x as likely to get one as the "
+            "slowest tenth."
+        )
+    fastest = _number(share[0]) if share else None
+    slowest = _number(share[-1]) if share else None
+    if slowest == 0.0 and fastest:
+        return (
+            f"Buyers in the fastest tenth got one {_pct(fastest, 1)} of the time; "
+            "the slowest tenth never did (fastest/slowest ratio n/a)."
+        )
+    return "Fastest/slowest ratio: n/a."
+
+
+def _fairness_lines(sale: Mapping[str, Any]) -> list[str]:
+    share, edges = _deciles(sale)
+    if not share:
+        return ["No fairness data.", ""]
+    ends = {0: "fastest", len(share) - 1: "slowest"}
+    rows = []
+    for i, s in enumerate(share):
+        label = f"{i + 1} ({ends[i]})" if i in ends else str(i + 1)
+        span = f"{_fmt(edges[i], '.2f')}-{_fmt(edges[i + 1], '.2f')}"
+        rows.append([label, span, _pct(s, 1)])
+    table = _table(["decile", "replay latency s", "got an order"], rows, "lrr")
+    head = "Share of buyers who got an order, by their replay-latency decile:"
+    return [head, "", *table, "", _ratio_reading(sale, share), ""]
+
+
+def _oversell_warning(sale: Mapping[str, Any]) -> list[str]:
+    over = _oversold(sale)
+    if over == 0:
+        return []
+    return [
+        f"> **Warning: oversold {over:,} items**: sold {_count(sale.get('sold'))} against a "
+        f"stock of {_count(sale.get('stock'))} (backend `{sale.get('backend', '?')}`).",
+        "",
+    ]
 
 
 def _sales_section(result: Mapping[str, Any]) -> list[str]:
     sales = _sales(result)
-    out = ["## Sales", ""]
     if not sales:
-        return [*out, "No flash sales in this scenario.", ""]
-    rows = [
-        [
-            str(s.get("name", "?")),
-            _count(s.get("stock")),
-            _count(s.get("sold")),
-            _count(s.get("oversold")),
-            _count(s.get("attempts")),
-            _fmt(s.get("sold_out_after_s"), ",.2f"),
-            _fmt(s.get("peak_orders_per_s"), ",.0f"),
-            _fmt(_get(s, "response_s", "p50")),
-            _fmt(_get(s, "response_s", "p99")),
-            _fairness(s.get("fairness")),
+        return []
+    currency = str(_get(result, "economics", "currency") or "")
+    out = [
+        "## Flash sales",
+        "",
+        "Response times are what the buyer's client sees, one sample per attempt (retries "
+        "included). Fairness splits the buyers into tenths by their replay latency, fastest "
+        "first, and gives the share of each tenth that got an order.",
+        "",
+    ]
+    for sale in sales:
+        out += [f"### Sale: {sale.get('name', '?')}", ""]
+        out += _oversell_warning(sale)
+        out += [*_table(["", ""], _sale_rows(sale, currency)), ""]
+        out += _decisions_table(sale.get("decisions"))
+        out += _fairness_lines(sale)
+    return [*out, _figure("sale_fairness.png"), ""]
+
+
+_BAND_HEADER = ["replay latency", "entries", "valid", "valid share", "winners"]
+
+
+def _band_row(label: str, entries: Any, valid: Any, winners: Any) -> list[str]:
+    e, v = _number(entries), _number(valid)
+    share = v / e if e and v is not None else None
+    return [label, _count(entries), _count(valid), _pct(share, 1), _count(winners)]
+
+
+def _lotteries_section(result: Mapping[str, Any]) -> list[str]:
+    lotteries = _lotteries(result)
+    if not lotteries:
+        return []
+    out = [
+        "## Lotteries",
+        "",
+        "An entry is valid when it reaches the service within the window after the host calls "
+        "the draw (stream time); entries are grouped by the entrant's replay latency.",
+        "",
+    ]
+    for lot in lotteries:
+        out += [
+            f"### Lottery: {lot.get('name', '?')}",
+            "",
+            f"Called at {_fmt(lot.get('at_s'), ',.1f', ' s')}, window "
+            f"{_fmt(lot.get('window_s'), ',.1f', ' s')}, {_count(lot.get('winners'))} winners.",
+            "",
         ]
-        for s in sales
+        rows = [
+            _band_row(str(b.get("band", "?")), b.get("entries"), b.get("valid"), b.get("winners"))
+            for b in lot.get("by_latency_band") or []
+            if isinstance(b, Mapping)
+        ]
+        rows.append(
+            _band_row("total", lot.get("entries"), lot.get("valid_entries"), lot.get("winners"))
+        )
+        out += [*_table(_BAND_HEADER, rows), ""]
+    return out
+
+
+def _chat_section(result: Mapping[str, Any]) -> list[str]:
+    chat = _chat(result)
+    if chat is None:
+        return []
+    h = chat.get("question_to_answer_s")
+    row = ["question to answer (s)", *_stats(h, ("p50", "p95", "p99", "max", "mean"))]
+    return [
+        "## Chat",
+        "",
+        f"- questions: {_count(chat.get('questions'))}",
+        "",
+        "question-to-answer time = chat path + host delay + replay latency: from a viewer "
+        "sending a question to seeing the host answer it on screen.",
+        "",
+        *_table(
+            ["", "p50", "p95", "p99", "max", "mean", "samples"], [[*row, _count(_get(h, "count"))]]
+        ),
+        "",
     ]
-    header = [
-        "sale",
-        "stock",
-        "sold",
-        "oversold",
-        "attempts",
-        "sold out after s",
-        "peak orders/s",
-        "response p50 s",
-        "response p99 s",
-        "fairness",
-    ]
-    return [*out, *_table(header, rows, "lrrrrrrrrl"), ""]
 
 
 def _notes_section(result: Mapping[str, Any]) -> list[str]:
@@ -420,7 +599,8 @@ def _figure(name: str) -> str:
 
 
 def format_markdown(result: Mapping[str, Any]) -> str:
-    """report.md: provenance, SLO verdicts, latency, viewers, tiers, economics, sales, notes."""
+    """report.md: provenance, SLO verdicts, latency, viewers, tiers, economics, then flash sales,
+    lotteries and chat when there are any, then notes."""
     name = result.get("scenario", "?")
     description = _get(result, "resolved", "scenario", "description")
     lines = [f"# livesim report: {name}", ""]
@@ -434,6 +614,8 @@ def format_markdown(result: Mapping[str, Any]) -> str:
     lines += _tier_section(result)
     lines += _economics_section(result)
     lines += _sales_section(result)
+    lines += _lotteries_section(result)
+    lines += _chat_section(result)
     lines += _notes_section(result)
     return "\n".join(lines).rstrip() + "\n"
 
@@ -541,8 +723,37 @@ def _plot_tiers(
     return _save(fig, path)
 
 
+def _plot_fairness(result: Mapping[str, Any], path: Path) -> Path:
+    fig, ax = _new_figure(
+        "Flash-sale success by buyer replay latency",
+        "replay latency, decile midpoint (s)",
+        "share of buyers who got an order",
+    )
+    drawn: list[float] = []
+    for sale in _sales(result):
+        share, edges = _deciles(sale)
+        mids = [(lo + hi) / 2.0 for lo, hi in pairwise(edges)]
+        if not any(math.isfinite(m) and math.isfinite(y) for m, y in zip(mids, share, strict=True)):
+            continue
+        ax.plot(
+            mids, share, marker="o", label=f"{sale.get('name', '?')} ({sale.get('backend', '?')})"
+        )
+        drawn += mids
+    if drawn:
+        if _wide(drawn):
+            ax.set_xscale("log")
+        ax.set_ylim(-0.02, 1.04)  # room for markers at 0 and 1
+        ax.legend(loc="best")
+    else:
+        _no_data(ax)
+    return _save(fig, path)
+
+
 def write_report(result: Mapping[str, Any], out_dir: Path) -> list[Path]:
-    """Write report.md and its figures into out_dir; returns the paths written, report.md first."""
+    """Write report.md and its figures into out_dir; returns the paths written, report.md first.
+
+    sale_fairness.png is drawn only when the result has sales.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = [
@@ -567,6 +778,8 @@ def write_report(result: Mapping[str, Any], out_dir: Path) -> list[Path]:
             "viewer-seconds stalled per bin",
         ),
     ]
+    if _sales(result):
+        figures.append(_plot_fairness(result, out_dir / "sale_fairness.png"))
     report = out_dir / "report.md"
     report.write_text(format_markdown(result), encoding="utf-8")
     return [report, *figures]

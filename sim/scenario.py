@@ -46,7 +46,23 @@ MAX_VIEWERS = 1_000_000_000
 ENGINES = ("auto", "exact", "cohort")
 PROTOCOLS = ("hls", "ll-hls", "http-flv")
 PROFILES = ("steady", "ramp", "flash-crowd", "diurnal")
-BACKENDS = ("row-lock", "hot-row-batch", "redis-lua", "sharded", "queue-token", "naive-read-write")
+BACKEND_DEFAULTS: dict[str, tuple[float, float]] = {
+    "row-lock": (3.0, 0.0),
+    "hot-row-batch": (0.04, 1.0),
+    "redis-lua": (0.00543, 0.0),
+    "sharded": (0.00543, 0.0),
+    "queue-token": (0.002, 3.0),
+    "naive-read-write": (1.0, 1.0),
+}
+"""Stock backend -> (service_ms, commit_ms) used when a [[sale]] leaves them out.
+
+Calibrated to FACTS.md: one hot row a few hundred TPS (row-lock ~333/s); hot-row batching
+12-31 k TPS (a 1 ms group commit + 40 us per row: 25 k/s in full batches); one Redis instance
+running a Lua check-and-decrement ~184 k ops/s (redis-lua, and each shard of sharded).
+"""
+BACKENDS = tuple(BACKEND_DEFAULTS)
+MAX_RETRIES = 20
+MAX_SHARDS = 4096
 FAULT_KINDS = ("edge-down", "origin-down", "link-degrade")
 _DIST_TYPES = (Constant, Exponential, Lognormal, Uniform, Empirical, Zipf)
 
@@ -57,6 +73,9 @@ _REQUEST_MS = Constant(0.05)
 _WATCH_S = Exponential(900.0)
 _LAST_MILE_MBPS = Lognormal(25.0, 80.0)
 _REACTION_S = Lognormal(1.5, 6.0)
+_SALE_RTT_MS = Constant(30.0)
+_CHAT_RTT_MS = Constant(50.0)
+_ANSWER_S = Lognormal(10.0, 40.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +147,10 @@ class Player:
 
 @dataclass(frozen=True, slots=True)
 class Sale:
-    """One [[sale]]: a flash sale announced on stream."""
+    """One [[sale]]: a flash sale announced on stream.
+
+    ``service_ms`` and ``commit_ms`` are filled in from BACKEND_DEFAULTS on load when absent.
+    """
 
     name: str
     at_s: float
@@ -138,6 +160,56 @@ class Sale:
     reaction_s: Dist = _REACTION_S
     backend: str = "redis-lua"
     per_user_limit: int = 1
+    quantity: int = 1
+    """Items each buyer tries to buy: separate orders, each with its own idempotency key."""
+    timeout_s: float = 3.0
+    """A buyer stops waiting for an answer after this."""
+    retries: int = 2
+    """New attempts (same idempotency key) after a timeout."""
+    backoff_s: float = 0.5
+    """Retry k waits backoff_s * 2**k * U(0, 1) after the timeout (full jitter)."""
+    rtt_ms: Dist = _SALE_RTT_MS
+    """Buyer <-> sale service round trip."""
+    service_ms: float | None = None
+    """Per-attempt cost at the stock backend."""
+    commit_ms: float | None = None
+    """Group commit (hot-row-batch), write-behind per order (queue-token), read-to-write gap
+    (naive-read-write)."""
+    shards: int = 8
+    """Stock shards (sharded only)."""
+    batch_max: int = 1000
+    """Most attempts in one group commit (hot-row-batch only)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lottery:
+    """One [[lottery]]: a prize draw the host calls on stream."""
+
+    name: str
+    at_s: float
+    """When the host calls it, in stream time."""
+    window_s: float
+    """Entries count if they reach the service by at_s + window_s."""
+    winners: int
+    enter_fraction: float = 0.3
+    """Share of the viewers watching at at_s who enter."""
+    reaction_s: Dist = _REACTION_S
+    rtt_ms: Dist = _SALE_RTT_MS
+    """Viewer <-> lottery service round trip."""
+
+
+@dataclass(frozen=True, slots=True)
+class Chat:
+    """[chat]: viewers' questions, the chat path and the host's answers on stream."""
+
+    question_rate_per_s: float = 1.0
+    """Questions from the whole audience per second (Poisson)."""
+    rtt_ms: Dist = _CHAT_RTT_MS
+    """Viewer -> chat service round trip (one way is half)."""
+    capacity_per_s: float = 200.0
+    """Messages the chat path delivers per second (one FIFO queue)."""
+    answer_s: Dist = _ANSWER_S
+    """The host's delay from seeing a question to answering on stream."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,9 +260,16 @@ class Scenario:
     faults: tuple[Fault, ...]
     economics: Economics
     slo: Slo
+    lotteries: tuple[Lottery, ...] = ()
+    chat: Chat | None = None
+    """None when the file has no [chat] table."""
 
     def resolved(self) -> dict[str, Any]:
-        """The scenario after defaults and overrides, in TOML shape; parses back to itself."""
+        """The scenario after defaults and overrides, in TOML shape; parses back to itself.
+
+        ``chat`` is left out when the scenario has none.
+        """
+        chat = {} if self.chat is None else {"chat": _table_spec(self.chat)}
         return {
             "scenario": _table_spec(self.scenario),
             "hosts": _table_spec(self.hosts),
@@ -199,6 +278,8 @@ class Scenario:
             "audience": _table_spec(self.audience),
             "player": _table_spec(self.player),
             "sale": [_table_spec(s) for s in self.sales],
+            "lottery": [_table_spec(x) for x in self.lotteries],
+            **chat,
             "fault": [_table_spec(f) for f in self.faults],
             "economics": _table_spec(self.economics),
             "slo": _table_spec(self.slo),
@@ -217,12 +298,14 @@ _TABLES: dict[str, type] = {
     "audience": Audience,
     "player": Player,
     "sale": Sale,
+    "lottery": Lottery,
+    "chat": Chat,
     "fault": Fault,
     "economics": Economics,
     "slo": Slo,
 }
 """Top-level TOML key -> the dataclass it becomes."""
-_ARRAYS = ("tier", "sale", "fault")
+_ARRAYS = ("tier", "sale", "lottery", "fault")
 _REQUIRED = ("scenario", "tier", "audience")
 
 
@@ -485,7 +568,8 @@ def _before_end(t: _Table, name: str, duration_s: float) -> float:
     return at_s
 
 
-def _sale_name(t: _Table) -> str:
+def _display_name(t: _Table) -> str:
+    """A sale or lottery name: 1 to 64 printable characters."""
     name = t.string("name")
     if not 1 <= len(name) <= 64 or not name.isprintable():
         raise ScenarioError(
@@ -494,25 +578,75 @@ def _sale_name(t: _Table) -> str:
     return name
 
 
+def _unique_name(t: _Table, name: str, taken: Sequence[str], what: str) -> None:
+    if name in taken:
+        raise ScenarioError(t.key("name"), f"{what} names must be unique; given {name!r} twice")
+
+
+def _or_default(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
 def _sales(data: Mapping[str, Any], duration_s: float) -> tuple[Sale, ...]:
     sales: list[Sale] = []
     for t in _array(data, "sale"):
-        sale = Sale(
-            name=_sale_name(t),
-            at_s=_before_end(t, "at_s", duration_s),
-            stock=t.integer("stock", minimum=0),
-            price=t.number("price", minimum=0.0),
-            buy_fraction=t.number("buy_fraction", minimum=0.0, maximum=1.0),
-            reaction_s=t.dist("reaction_s"),
-            backend=t.string("backend", choices=BACKENDS),
-            per_user_limit=t.integer("per_user_limit", minimum=1),
-        )
-        if any(sale.name == other.name for other in sales):
-            raise ScenarioError(
-                t.key("name"), f"sale names must be unique; given {sale.name!r} twice"
+        name = _display_name(t)
+        _unique_name(t, name, [s.name for s in sales], "sale")
+        backend = t.string("backend", choices=BACKENDS)
+        service_ms, commit_ms = BACKEND_DEFAULTS[backend]
+        positive = {"minimum": 0.0, "exclusive_min": True}
+        sales.append(
+            Sale(
+                name=name,
+                at_s=_before_end(t, "at_s", duration_s),
+                stock=t.integer("stock", minimum=0),
+                price=t.number("price", minimum=0.0),
+                buy_fraction=t.number("buy_fraction", minimum=0.0, maximum=1.0),
+                reaction_s=t.dist("reaction_s"),
+                backend=backend,
+                per_user_limit=t.integer("per_user_limit", minimum=1),
+                quantity=t.integer("quantity", minimum=1),
+                timeout_s=t.number("timeout_s", **positive),
+                retries=t.integer("retries", minimum=0, maximum=MAX_RETRIES),
+                backoff_s=t.number("backoff_s", minimum=0.0),
+                rtt_ms=t.dist("rtt_ms"),
+                service_ms=_or_default(t.optional_number("service_ms", **positive), service_ms),
+                commit_ms=_or_default(t.optional_number("commit_ms", minimum=0.0), commit_ms),
+                shards=t.integer("shards", minimum=1, maximum=MAX_SHARDS),
+                batch_max=t.integer("batch_max", minimum=1),
             )
-        sales.append(sale)
+        )
     return tuple(sales)
+
+
+def _lotteries(data: Mapping[str, Any], duration_s: float) -> tuple[Lottery, ...]:
+    lotteries: list[Lottery] = []
+    for t in _array(data, "lottery"):
+        name = _display_name(t)
+        _unique_name(t, name, [x.name for x in lotteries], "lottery")
+        lotteries.append(
+            Lottery(
+                name=name,
+                at_s=_before_end(t, "at_s", duration_s),
+                window_s=t.number("window_s", minimum=0.0, exclusive_min=True),
+                winners=t.integer("winners", minimum=1),
+                enter_fraction=t.number("enter_fraction", minimum=0.0, maximum=1.0),
+                reaction_s=t.dist("reaction_s"),
+                rtt_ms=t.dist("rtt_ms"),
+            )
+        )
+    return tuple(lotteries)
+
+
+def _chat(data: object) -> Chat:
+    t = _Table(data, "chat", "[chat]", Chat)
+    positive = {"minimum": 0.0, "exclusive_min": True}
+    return Chat(
+        question_rate_per_s=t.number("question_rate_per_s", **positive),
+        rtt_ms=t.dist("rtt_ms"),
+        capacity_per_s=t.number("capacity_per_s", **positive),
+        answer_s=t.dist("answer_s"),
+    )
 
 
 def _fault_tier(t: _Table, kind: str, tiers: tuple[Tier, ...]) -> Tier:
@@ -601,6 +735,8 @@ def _validate(data: Mapping[str, Any]) -> Scenario:
         audience=_audience(data["audience"]),
         player=_player(data.get("player", {})),
         sales=_sales(data, meta.duration_s),
+        lotteries=_lotteries(data, meta.duration_s),
+        chat=_chat(data["chat"]) if "chat" in data else None,
         faults=_faults(data, meta.duration_s, tiers),
         economics=_economics(data.get("economics", {})),
         slo=_slo(data.get("slo", {})),

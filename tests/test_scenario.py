@@ -13,10 +13,15 @@ import pytest
 from sim.dists import Constant, Empirical, Exponential, Lognormal, Uniform, Zipf
 from sim.errors import ScenarioError
 from sim.scenario import (
+    BACKEND_DEFAULTS,
+    BACKENDS,
     Audience,
+    Chat,
     Economics,
     Hosts,
+    Lottery,
     Player,
+    Sale,
     Scenario,
     Slo,
     Stream,
@@ -73,6 +78,29 @@ buy_fraction = 0.05
 reaction_s = {dist="lognormal", median=1.5, p95=6}
 backend = "redis-lua"
 per_user_limit = 1
+quantity = 2
+timeout_s = 2.5
+retries = 3
+backoff_s = 0.25
+rtt_ms = {dist="lognormal", median=30, p95=120}
+service_ms = 0.01
+shards = 16
+batch_max = 500
+
+[[lottery]]
+name = "red envelope"
+at_s = 2400
+window_s = 10
+winners = 100
+enter_fraction = 0.4
+reaction_s = {dist="uniform", low=0.5, high=4}
+rtt_ms = 40
+
+[chat]
+question_rate_per_s = 5
+rtt_ms = {dist="lognormal", median=50, p95=200}
+capacity_per_s = 100
+answer_s = {dist="exponential", mean=20}
 
 [[fault]]
 at_s = 1200
@@ -118,6 +146,10 @@ def minimal() -> dict[str, Any]:
     return tomllib.loads(MINIMAL)
 
 
+TWO_A = '{name="a", at_s=1, window_s=1, winners=1}, {name="a", at_s=2, window_s=1, winners=1}'
+"""Two [[lottery]] tables with the same name, as a TOML array body."""
+
+
 def error_of(data: dict[str, Any], overrides: list[str] | None = None) -> str:
     with pytest.raises(ScenarioError) as err:
         parse_scenario(data, overrides or [])
@@ -156,13 +188,16 @@ def test_full_example_round_trips_through_resolved() -> None:
 def test_resolved_has_toml_shape() -> None:
     r = parse_scenario(full()).resolved()
     assert list(r) == [
-        "scenario", "hosts", "stream", "tier", "audience", "player", "sale", "fault",
-        "economics", "slo",
+        "scenario", "hosts", "stream", "tier", "audience", "player", "sale", "lottery", "chat",
+        "fault", "economics", "slo",
     ]  # fmt: skip
     assert r["tier"][1]["rtt_ms"] == {"dist": "lognormal", "median": 20.0, "p95": 80.0}
     assert r["tier"][0]["rtt_ms"] == 10.0
     assert r["stream"]["bitrates_kbps"] == [800.0, 2500.0, 5000.0]
     assert r["fault"][0]["tier"] == "edge"
+    assert r["sale"][0]["commit_ms"] == 0.0
+    assert r["lottery"][0]["rtt_ms"] == 40.0
+    assert r["chat"]["answer_s"] == {"dist": "exponential", "mean": 20.0}
 
 
 def test_minimal_file_gets_every_default() -> None:
@@ -178,6 +213,8 @@ def test_minimal_file_gets_every_default() -> None:
     assert s.economics == Economics()
     assert s.slo == Slo()
     assert s.sales == ()
+    assert s.lotteries == ()
+    assert s.chat is None
     assert s.faults == ()
     assert s.audience == Audience(peak_viewers=10)
     tier = s.tiers[0]
@@ -191,6 +228,8 @@ def test_minimal_file_resolves_to_full_table_set_without_none_slos() -> None:
     s = parse_scenario(minimal())
     r = s.resolved()
     assert r["slo"] == {}
+    assert r["lottery"] == []
+    assert "chat" not in r
     assert r["player"]["abr_safety"] == 0.8
     assert parse_scenario(r) == s
 
@@ -230,6 +269,95 @@ def test_underscored_toml_ints_load(tmp_path: Path) -> None:
     path.write_text(MINIMAL.replace("peak_viewers = 10", "peak_viewers = 10_000_000"))
     assert load_scenario(path).audience.peak_viewers == 10_000_000
     assert load_scenario(str(path)).audience.peak_viewers == 10_000_000
+
+
+def test_sale_lottery_and_chat_load_with_their_values() -> None:
+    s = parse_scenario(full())
+    sale = s.sales[0]
+    assert (sale.quantity, sale.timeout_s, sale.retries, sale.backoff_s) == (2, 2.5, 3, 0.25)
+    assert sale.rtt_ms == Lognormal(30.0, 120.0)
+    assert (sale.service_ms, sale.commit_ms) == (0.01, 0.0)
+    assert (sale.shards, sale.batch_max) == (16, 500)
+    assert s.lotteries == (
+        Lottery(
+            name="red envelope",
+            at_s=2400.0,
+            window_s=10.0,
+            winners=100,
+            enter_fraction=0.4,
+            reaction_s=Uniform(0.5, 4.0),
+            rtt_ms=Constant(40.0),
+        ),
+    )
+    assert s.chat == Chat(
+        question_rate_per_s=5.0,
+        rtt_ms=Lognormal(50.0, 200.0),
+        capacity_per_s=100.0,
+        answer_s=Exponential(20.0),
+    )
+
+
+def test_sale_lottery_and_chat_defaults() -> None:
+    data = minimal()
+    data["sale"] = [{"name": "a", "at_s": 5, "stock": 3}]
+    data["lottery"] = [{"name": "draw", "at_s": 10, "window_s": 5, "winners": 1}]
+    data["chat"] = {}
+    s = parse_scenario(data)
+    assert s.sales[0] == Sale(name="a", at_s=5.0, stock=3, service_ms=0.00543, commit_ms=0.0)
+    sale = s.sales[0]
+    assert (sale.quantity, sale.timeout_s, sale.retries, sale.backoff_s) == (1, 3.0, 2, 0.5)
+    assert (sale.rtt_ms, sale.shards, sale.batch_max) == (Constant(30.0), 8, 1000)
+    lottery = s.lotteries[0]
+    assert (lottery.enter_fraction, lottery.reaction_s, lottery.rtt_ms) == (
+        0.3, Lognormal(1.5, 6.0), Constant(30.0),
+    )  # fmt: skip
+    assert s.chat == Chat()
+    assert (s.chat.question_rate_per_s, s.chat.capacity_per_s) == (1.0, 200.0)
+    assert (s.chat.rtt_ms, s.chat.answer_s) == (Constant(50.0), Lognormal(10.0, 40.0))
+    assert parse_scenario(s.resolved()) == s
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_backend_costs_are_filled_in_from_the_defaults(backend: str) -> None:
+    data = minimal()
+    data["sale"] = [{"name": "a", "at_s": 5, "stock": 3, "backend": backend}]
+    s = parse_scenario(data)
+    sale = s.sales[0]
+    assert (sale.service_ms, sale.commit_ms) == BACKEND_DEFAULTS[backend]
+    assert type(sale.service_ms) is float
+    assert type(sale.commit_ms) is float
+    written = s.resolved()["sale"][0]
+    assert (written["service_ms"], written["commit_ms"]) == BACKEND_DEFAULTS[backend]
+
+
+def test_given_backend_costs_win_over_the_defaults_even_zero() -> None:
+    data = minimal()
+    data["sale"] = [
+        {"name": "a", "at_s": 5, "stock": 3, "backend": "hot-row-batch", "commit_ms": 0},
+        {"name": "b", "at_s": 5, "stock": 3, "backend": "row-lock", "service_ms": 7},
+    ]
+    a, b = parse_scenario(data).sales
+    assert (a.service_ms, a.commit_ms) == (0.04, 0.0)
+    assert (b.service_ms, b.commit_ms) == (7.0, 0.0)
+
+
+def test_every_backend_has_default_costs() -> None:
+    assert set(BACKEND_DEFAULTS) == set(BACKENDS)
+    assert all(
+        service_ms > 0 and commit_ms >= 0 for service_ms, commit_ms in BACKEND_DEFAULTS.values()
+    )
+
+
+def test_backend_defaults_reproduce_the_published_throughputs() -> None:
+    """FACTS.md: one hot row a few hundred TPS; hot-row batching 12-31 k TPS; Redis Lua ~184 k/s."""
+    row_lock_per_s = 1000.0 / BACKEND_DEFAULTS["row-lock"][0]
+    assert 200.0 <= row_lock_per_s <= 900.0
+    service_ms, commit_ms = BACKEND_DEFAULTS["hot-row-batch"]
+    batch = Sale(name="x", at_s=0.0, stock=1).batch_max
+    batch_per_s = 1000.0 * batch / (commit_ms + batch * service_ms)
+    assert 12_000.0 <= batch_per_s <= 31_000.0
+    for backend in ("redis-lua", "sharded"):
+        assert 1000.0 / BACKEND_DEFAULTS[backend][0] == pytest.approx(184_000.0, rel=0.01)
 
 
 def test_fault_tier_defaults_by_kind() -> None:
@@ -277,6 +405,43 @@ def test_set_tier_by_name_changes_only_that_tier() -> None:
 
 def test_set_tier_by_index() -> None:
     assert with_set("tier.0.nodes=7").tiers[0].nodes == 7
+
+
+def test_set_the_sale_lottery_and_chat_forms() -> None:
+    s = with_set(
+        "lottery.0.winners=5",
+        "lottery.red envelope.window_s=12",
+        "chat.capacity_per_s=50",
+        "sale.0.backend=row-lock",
+        "sale.0.service_ms=5",
+        "sale.lipstick drop.retries=0",
+    )
+    assert (s.lotteries[0].winners, s.lotteries[0].window_s) == (5, 12.0)
+    assert s.chat is not None
+    assert s.chat.capacity_per_s == 50.0
+    assert s.chat.question_rate_per_s == 5.0
+    assert (s.sales[0].backend, s.sales[0].service_ms, s.sales[0].retries) == ("row-lock", 5.0, 0)
+
+
+def test_set_backend_takes_the_new_backends_default_costs() -> None:
+    data = minimal()
+    data["sale"] = [{"name": "a", "at_s": 5, "stock": 3}]
+    sale = parse_scenario(data, ["sale.0.backend=queue-token"]).sales[0]
+    assert (sale.service_ms, sale.commit_ms) == BACKEND_DEFAULTS["queue-token"]
+
+
+def test_set_backend_on_a_resolved_scenario_keeps_the_written_costs() -> None:
+    data = minimal()
+    data["sale"] = [{"name": "a", "at_s": 5, "stock": 3}]
+    resolved = parse_scenario(data).resolved()
+    sale = parse_scenario(resolved, ["sale.0.backend=row-lock"]).sales[0]
+    assert (sale.service_ms, sale.commit_ms) == BACKEND_DEFAULTS["redis-lua"]
+
+
+def test_set_chat_into_a_file_without_chat_makes_one_with_defaults() -> None:
+    s = parse_scenario(minimal(), ["chat.capacity_per_s=50"])
+    assert s.chat == Chat(capacity_per_s=50.0)
+    assert parse_scenario(s.resolved()) == s
 
 
 def test_set_sale_and_fault_by_index() -> None:
@@ -357,6 +522,11 @@ def test_overridden_values_are_validated_like_the_file() -> None:
         ("tier.edge.nodez=1", "unknown key 'nodez' in [[tier]]; did you mean 'nodes'?"),
         ("fault.first.count=1", "no [[fault]] named 'first'"),
         ("sale.3.stock=1", "no [[sale]] number 3"),
+        ("lottery.9.winners=1", "no [[lottery]] number 9; numbered 0 to 0"),
+        ("lottery.raffle.winners=1", "no [[lottery]] named 'raffle'"),
+        ("lottery.0.winers=1", "unknown key 'winers' in [[lottery]]; did you mean 'winners'?"),
+        ("chat.capasity_per_s=1", "did you mean 'capacity_per_s'?"),
+        ("chat.answer_s.median=1", "unknown key 'median' in {dist=\"exponential\"}"),
         ("audience.watch_s.meen=1", "unknown key 'meen'"),
         ("audience.peak_viewers.x=1", "audience.peak_viewers is not a table"),
         ("audience..peak_viewers=1", "KEY must be a dotted path"),
@@ -422,6 +592,38 @@ def test_part_longer_than_segment_names_part_s() -> None:
         (["fault.0.factor=1"], "fault.0.factor", "< 1"),
         (["tier.edge.coalescing=1"], "tier.edge.coalescing", "true or false"),
         (["tier=[]"], "tier", "missing required table [[tier]]"),
+        (["sale.0.quantity=0"], "sale.0.quantity", "must be an integer >= 1; given 0"),
+        (["sale.0.quantity=1.5"], "sale.0.quantity", "integer"),
+        (["sale.0.timeout_s=0"], "sale.0.timeout_s", "must be a number > 0; given 0"),
+        (["sale.0.retries=21"], "sale.0.retries", "must be an integer >= 0 and <= 20; given 21"),
+        (["sale.0.retries=-1"], "sale.0.retries", ">= 0"),
+        (["sale.0.backoff_s=-0.5"], "sale.0.backoff_s", "must be a number >= 0; given -0.5"),
+        (["sale.0.rtt_ms=-1"], "sale.0.rtt_ms", ">= 0"),
+        (["sale.0.rtt_ms.p95=10"], "sale.0.rtt_ms.p95", "> 30"),
+        (["sale.0.service_ms=0"], "sale.0.service_ms", "must be a number > 0; given 0"),
+        (["sale.0.service_ms=fast"], "sale.0.service_ms", 'given "fast"'),
+        (["sale.0.commit_ms=-1"], "sale.0.commit_ms", "must be a number >= 0; given -1"),
+        (["sale.0.shards=0"], "sale.0.shards", ">= 1"),
+        (["sale.0.shards=4097"], "sale.0.shards", "<= 4096; given 4097"),
+        (["sale.0.batch_max=0"], "sale.0.batch_max", ">= 1"),
+        (["sale.0.backend=redis"], "sale.0.backend", "did you mean 'redis-lua'?"),
+        (["lottery.0.name="], "lottery.0.name", "1 to 64 printable characters"),
+        (["lottery.0.at_s=3600"], "lottery.0.at_s", "< scenario.duration_s (3600); given 3600"),
+        (["lottery.0.at_s=-1"], "lottery.0.at_s", ">= 0"),
+        (["lottery.0.window_s=0"], "lottery.0.window_s", "must be a number > 0; given 0"),
+        (["lottery.0.winners=0"], "lottery.0.winners", "must be an integer >= 1; given 0"),
+        (["lottery.0.winners=2.5"], "lottery.0.winners", "integer"),
+        (["lottery.0.enter_fraction=1.5"], "lottery.0.enter_fraction", "<= 1"),
+        (["lottery.0.reaction_s=-1"], "lottery.0.reaction_s", ">= 0"),
+        (["lottery.0.rtt_ms={dist='uniform', low=-1, high=2}"], "lottery.0.rtt_ms.low", ">= 0"),
+        ([f"lottery=[{TWO_A}]"], "lottery.1.name", "lottery names must be unique; given 'a' twice"),
+        (["lottery=5"], "lottery", "must be an array of tables [[lottery]]"),
+        (["chat=5"], "chat", "must be a table [chat]; given 5"),
+        (["chat.question_rate_per_s=0"], "chat.question_rate_per_s", "> 0"),
+        (["chat.capacity_per_s=-3"], "chat.capacity_per_s", "must be a number > 0; given -3"),
+        (["chat.rtt_ms=-5"], "chat.rtt_ms", ">= 0"),
+        (["chat.answer_s.mean=0"], "chat.answer_s.mean", "> 0"),
+        (["chat.answer_s=slow"], "chat.answer_s", "must be a bare number"),
     ],
 )
 def test_invalid_values_name_their_key(overrides: list[str], path: str, fragment: str) -> None:
@@ -436,6 +638,13 @@ def test_missing_required_table(table: str) -> None:
     del data[table]
     label = "[[tier]]" if table == "tier" else f"[{table}]"
     assert error_of(data) == f"{table}: missing required table {label}"
+
+
+@pytest.mark.parametrize("key", ["name", "at_s", "window_s", "winners"])
+def test_missing_required_lottery_key(key: str) -> None:
+    data = full()
+    del data["lottery"][0][key]
+    assert error_of(data) == f"lottery.0.{key}: missing required key '{key}' in [[lottery]]"
 
 
 def test_missing_required_key() -> None:

@@ -24,9 +24,11 @@ from sim.dists import DIST_KEYS
 from sim.errors import ScenarioError
 from sim.scenario import (
     Audience,
+    Chat,
     Economics,
     Fault,
     Hosts,
+    Lottery,
     Meta,
     Player,
     Sale,
@@ -96,6 +98,30 @@ buy_fraction = 0.05
 reaction_s = {dist = "lognormal", median = 1.5, p95 = 6}
 backend = "redis-lua"
 per_user_limit = 1
+quantity = 2
+timeout_s = 3.0
+retries = 2
+backoff_s = 0.5
+rtt_ms = {dist = "uniform", low = 10, high = 50}
+service_ms = 0.00543
+commit_ms = 0
+shards = 8
+batch_max = 1000
+
+[[lottery]]
+name = "red envelope"
+at_s = 400
+window_s = 10
+winners = 50
+enter_fraction = 0.3
+reaction_s = {dist = "lognormal", median = 1.5, p95 = 6}
+rtt_ms = 30
+
+[chat]
+question_rate_per_s = 2
+rtt_ms = {dist = "empirical", values = [20, 50, 200]}
+capacity_per_s = 200
+answer_s = {dist = "exponential", mean = 20}
 
 [[fault]]
 at_s = 200
@@ -127,6 +153,8 @@ TABLES: dict[str, type] = {
     "audience": Audience,
     "player": Player,
     "sale": Sale,
+    "lottery": Lottery,
+    "chat": Chat,
     "fault": Fault,
     "economics": Economics,
     "slo": Slo,
@@ -260,6 +288,25 @@ BOUNDED: list[tuple[Path_, bool, float | None, bool]] = [
     (("sale", 0, "price"), True, None, False),
     (("sale", 0, "buy_fraction"), True, 1.0, False),
     (("sale", 0, "per_user_limit"), False, None, False),
+    (("sale", 0, "quantity"), False, None, False),
+    (("sale", 0, "timeout_s"), False, None, False),
+    (("sale", 0, "retries"), True, 20, False),
+    (("sale", 0, "backoff_s"), True, None, False),
+    (("sale", 0, "rtt_ms", "low"), True, None, False),
+    (("sale", 0, "service_ms"), False, None, False),
+    (("sale", 0, "commit_ms"), True, None, False),
+    (("sale", 0, "shards"), False, 4096, False),
+    (("sale", 0, "batch_max"), False, None, False),
+    (("lottery", 0, "at_s"), True, 600.0, True),
+    (("lottery", 0, "window_s"), False, None, False),
+    (("lottery", 0, "winners"), False, None, False),
+    (("lottery", 0, "enter_fraction"), True, 1.0, False),
+    (("lottery", 0, "reaction_s", "median"), False, None, False),
+    (("lottery", 0, "rtt_ms"), True, None, False),
+    (("chat", "question_rate_per_s"), False, None, False),
+    (("chat", "rtt_ms", "values", 1), True, None, False),
+    (("chat", "capacity_per_s"), False, None, False),
+    (("chat", "answer_s", "mean"), False, None, False),
     (("fault", 0, "at_s"), True, 600.0, True),
     (("fault", 0, "count"), False, 20, False),
     (("fault", 0, "duration_s"), False, None, False),
@@ -337,6 +384,11 @@ OVERRIDE_PATHS = [
     "audience.peak_viewers",
     "audience.watch_s.mean",
     "sale.0.stock",
+    "sale.0.retries",
+    "sale.0.service_ms",
+    "lottery.0.winners",
+    "lottery.red envelope.window_s",
+    "chat.capacity_per_s",
     "fault.0.count",
     "slo.oversell_max",
 ]
@@ -357,7 +409,7 @@ def bad_set(draw: st.DrawFn) -> Case:
         return copy.deepcopy(BASE), [".".join([wrong, *parts[1:]]) + "=1"], wrong
     if kind == 3:  # missing array element
         element = draw(st.sampled_from(["7", "99", "edgy", "nope"]))
-        array = draw(st.sampled_from(["tier", "sale", "fault"]))
+        array = draw(st.sampled_from(["tier", "sale", "lottery", "fault"]))
         return copy.deepcopy(BASE), [f"{array}.{element}.count=1"], element
     if kind == 4:  # wrong type of value
         value = draw(st.sampled_from(["abc", "true", "[1, 2]", "{x = 1}", '"12"']))
