@@ -49,6 +49,10 @@ class Measurements:
     viewers: np.ndarray
     """Viewers watching at the start of each time bin."""
     tiers: list[TierMeasurements]
+    sale_audiences: list[np.ndarray]
+    """Per [[sale]]: replay latency of each viewer playing when the host announced it."""
+    lottery_audiences: list[np.ndarray]
+    """Per [[lottery]]: the same, when the host called it."""
 
 
 def viewer_curve(
@@ -102,4 +106,6 @@ def merge_replications(runs: list[Measurements]) -> Measurements:
         sessions=round(np.mean([m.sessions for m in runs])),
         viewers=sum((m.viewers for m in runs), np.zeros_like(first.viewers)) / n,
         tiers=tiers,
+        sale_audiences=first.sale_audiences,
+        lottery_audiences=first.lottery_audiences,
     )

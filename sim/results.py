@@ -148,6 +148,8 @@ def build_result(
     replications: int,
     wall_s: float,
     sales: list[dict[str, Any]] | None = None,
+    lotteries: list[dict[str, Any]] | None = None,
+    chat: dict[str, Any] | None = None,
     notes: list[str] | None = None,
 ) -> dict[str, Any]:
     """The result.json document (DESIGN.md contract), with provenance."""
@@ -168,6 +170,8 @@ def build_result(
         "rebuffer_ratio": rebuffer_ratio(m),
         "tiers": _tiers(m),
         "sales": sales,
+        "lotteries": lotteries or [],
+        "chat": chat,
         "economics": _economics(scenario, m, sales),
         "slo": [v.to_dict() for v in verdicts],
         "ok": all(v.met for v in verdicts),

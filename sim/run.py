@@ -12,6 +12,7 @@ from sim.errors import ScenarioError
 from sim.exact.model import run_exact
 from sim.measurements import merge_replications
 from sim.results import build_result
+from sim.sale.outcomes import pool_sale_results, run_chat, run_lottery, run_sale
 from sim.scenario import Scenario
 
 EXACT_VIEWER_LIMIT = 200_000
@@ -62,16 +63,33 @@ def run_scenario(
         raise ScenarioError("--seed", f"must be an integer >= 0; given {run_seed}")
     started = time.perf_counter()
     children = np.random.SeedSequence(run_seed).spawn(replications)
-    runs = []
+    runs, sales, lotteries, chats = [], [], [], []
     for i, child in enumerate(children):
         step = None if progress is None else _scaled(progress, i, replications)
-        runs.append(run_exact(scenario, np.random.default_rng(child), step))
-    notes = []
-    if scenario.sales:
-        notes.append(
-            f"{len(scenario.sales)} [[sale]] table(s) validated but not simulated: "
-            "flash-sale contention is not modelled by this version"
+        engine_seed, sale_seed = child.spawn(2)
+        m = run_exact(scenario, np.random.default_rng(engine_seed), step)
+        sale_rng = np.random.default_rng(sale_seed)
+        runs.append(m)
+        sales.append(
+            [
+                run_sale(s, a, sale_rng)
+                for s, a in zip(scenario.sales, m.sale_audiences, strict=True)
+            ]
         )
+        lotteries.append(
+            [
+                run_lottery(lot, a, sale_rng)
+                for lot, a in zip(scenario.lotteries, m.lottery_audiences, strict=True)
+            ]
+        )
+        if scenario.chat is not None:
+            chats.append(run_chat(scenario.chat, m.replay, m.sim_time_s, sale_rng))
+    notes = [
+        f"sale '{s['name']}' ({s['backend']}) oversold {s['oversold']} items: reads and writes "
+        "of the stock raced without a lock"
+        for s in pool_sale_results(sales)
+        if s["oversold"] > 0
+    ]
     return build_result(
         scenario,
         merge_replications(runs),
@@ -79,6 +97,9 @@ def run_scenario(
         seed=run_seed,
         replications=replications,
         wall_s=time.perf_counter() - started,
+        sales=pool_sale_results(sales),
+        lotteries=lotteries[0],
+        chat=chats[0] if chats else None,
         notes=notes,
     )
 

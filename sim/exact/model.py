@@ -76,6 +76,10 @@ class Model:
         self.rebuffer_bins = [0.0] * self.n_bins
         self.stall_s = 0.0
         self.play_start_s = np.full(n, np.nan)
+        self.watching: dict[int, Session] = {}
+        """Sessions of the viewers present now, by viewer id."""
+        self.sale_audiences: list[np.ndarray] = []
+        self.lottery_audiences: list[np.ndarray] = []
 
     # -- build ---------------------------------------------------------------------------------
 
@@ -219,6 +223,13 @@ class Model:
                 node.egress.capacity_bps = node.nominal_egress_bps
         self._refresh_alive()
 
+    def _announce(self, at_s: float, into: list[np.ndarray]) -> Generator[simpy.Event, Any, None]:
+        """At `at_s`, note the replay latency of every viewer who is playing."""
+        yield self.env.timeout(at_s)
+        into.append(
+            np.array([s.latency_s for s in self.watching.values() if s.started], dtype=float)
+        )
+
     def _refresh_alive(self) -> None:
         self.alive_edges = [n for n in self.edges if n.alive]
 
@@ -227,6 +238,10 @@ class Model:
         env.process(self._spawn())
         for i in range(len(self.scenario.faults)):
             env.process(self._fault(i))
+        for sale in self.scenario.sales:
+            env.process(self._announce(sale.at_s, self.sale_audiences))
+        for lottery in self.scenario.lotteries:
+            env.process(self._announce(lottery.at_s, self.lottery_audiences))
         duration_s = self.scenario.scenario.duration_s
         steps = _PROGRESS_STEPS if progress is not None else 1
         for k in range(1, steps + 1):
@@ -275,6 +290,8 @@ class Model:
             sessions=len(a),
             viewers=curve,
             tiers=tiers,
+            sale_audiences=self.sale_audiences,
+            lottery_audiences=self.lottery_audiences,
         )
 
 

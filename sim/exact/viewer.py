@@ -37,6 +37,7 @@ class Session:
         "estimate_bps",
         "half_rtt_s",
         "key_base",
+        "latency_s",
         "leave_s",
         "link_free_s",
         "model",
@@ -74,6 +75,8 @@ class Session:
         """When the viewer's own access link has drained what it was sent."""
         self.play_end_s = 0.0
         self.started = False
+        self.latency_s = 0.0
+        """Replay latency of the unit played last."""
         self.estimate_bps = 0.0
         self.wake: simpy.Event = model.env.event()
         """Succeeds when the edge hands control back to the viewer process."""
@@ -124,7 +127,9 @@ class Session:
         else:
             play_at = self.play_end_s
         unit_s = model.unit_s
-        model.replay.record(play_at - (self.capture0_s + self.unit * unit_s))
+        latency_s = play_at - (self.capture0_s + self.unit * unit_s)
+        self.latency_s = latency_s
+        model.replay.record(latency_s)
         self.play_end_s = play_at + unit_s
         self.unit += 1
         if model.protocol == "http-flv":
@@ -155,6 +160,14 @@ class Session:
 
 def viewer(model: Model, session: Session, edge_draw: float) -> Generator[simpy.Event, Any, None]:
     """The viewer process: join, then hand the session to the edge; step in when woken."""
+    model.watching[session.vid] = session
+    try:
+        yield from _watch(model, session, edge_draw)
+    finally:
+        del model.watching[session.vid]
+
+
+def _watch(model: Model, session: Session, edge_draw: float) -> Generator[simpy.Event, Any, None]:
     env = model.env
     reconnect_s = model.scenario.player.reconnect_s
     rtt_s = session.rtt_s

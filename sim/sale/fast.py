@@ -89,6 +89,8 @@ def simulate_fast(demand: SaleDemand, backend: Backend) -> SaleOutcome:
     width = demand.timeout_s
     if backend.kind == "sharded":
         width = min(width, _MOVE_CHUNK_S)
+    if n == 0:
+        pending = []
     seen: list[tuple[np.ndarray, ...]] = []
     limits_bind = _limits_can_bind(demand)
     while pending:
@@ -326,8 +328,9 @@ def _naive(backend: Backend, chunk: _Attempts, decided_s: np.ndarray, state: _St
             sequence += 1
             heapq.heappush(writes, (read_s + backend.commit_s, sequence, value - 1))
             state.sold += 1
-            state.ordered[o] = True
-            state.ordered_at_s[o] = decided_s[j]
+            if not state.ordered[o]:
+                state.ordered[o] = True
+                state.ordered_at_s[o] = decided_s[j]
             codes[j] = Decision.ORDERED
         else:
             codes[j] = Decision.SOLD_OUT

@@ -14,7 +14,9 @@ Semantics both models follow exactly:
   the abandoned attempt: it may create the order the buyer never heard about.
 - Sharded: order i's first attempt goes to shard `i % shards`; an attempt that finds its shard
   dry is answered MOVED and the buyer sends at once (on receiving the answer) to the next shard
-  it has not tried; once every shard said MOVED the order is SOLD_OUT. Moves are not retries.
+  it has not tried; the last untried shard answers SOLD_OUT instead. Moves are not retries; a
+  retry goes to the shard of the attempt that timed out.
+- naive-read-write: an order counts as created at its first successful attempt.
 """
 
 from __future__ import annotations
