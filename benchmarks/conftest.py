@@ -29,3 +29,6 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_line(
             f"exact engine / minimal SimPy loop: {ratio:.2f}x (target >= 0.5x)"
         )
+    if "sale_fast_attempts" in RATES and "sale_reference_attempts" in RATES:
+        ratio = RATES["sale_fast_attempts"] / RATES["sale_reference_attempts"]
+        terminalreporter.write_line(f"vectorised sale model / SimPy reference: {ratio:.0f}x")
