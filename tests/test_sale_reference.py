@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -183,9 +185,10 @@ def test_unknown_backend_is_refused() -> None:
 # -- no oversell ----------------------------------------------------------------------------------
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=160, deadline=None)
 @given(
     kind=st.sampled_from(SAFE),
+    model=st.sampled_from([simulate_reference, simulate_fast]),
     stock=st.integers(0, 40),
     buyers=st.integers(1, 15),
     quantity=st.integers(1, 4),
@@ -198,6 +201,7 @@ def test_unknown_backend_is_refused() -> None:
 )
 def test_no_backend_but_naive_oversells(
     kind: str,
+    model: Callable[[SaleDemand, Backend], SaleOutcome],
     stock: int,
     buyers: int,
     quantity: int,
@@ -221,7 +225,7 @@ def test_no_backend_but_naive_oversells(
         backoff_s=0.01,
         jitter=rng.random((user.size, max(retries, 1))),
     )
-    out = simulate_reference(demand, BACKENDS[kind])
+    out = model(demand, BACKENDS[kind])
     assert out.sold <= stock
     assert out.sold == int(out.ordered.sum())
     assert per_user_orders(demand, out).max() <= limit
