@@ -86,7 +86,7 @@ def sale_result(sale: Sale, demand: SaleDemand, outcome: SaleOutcome) -> dict[st
     response = Histogram()
     response.record_many(outcome.attempt_response_s)
     decisions = np.bincount(outcome.attempt_decision, minlength=len(Decision))
-    sold = min(outcome.sold, sale.stock) if sale.backend != "naive-read-write" else outcome.sold
+    sold = outcome.sold
     ordered_at = outcome.ordered_at_s[outcome.ordered]
     sold_out_after = None
     if outcome.sold >= sale.stock and ordered_at.size:
