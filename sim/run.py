@@ -12,7 +12,7 @@ from sim.errors import ScenarioError
 from sim.exact.model import run_exact
 from sim.measurements import merge_replications
 from sim.results import build_result
-from sim.sale.outcomes import pool_sale_results, run_chat, run_lottery, run_sale
+from sim.sale.outcomes import run_chat, run_lottery, run_sale, sale_result
 from sim.scenario import Scenario
 
 EXACT_VIEWER_LIMIT = 200_000
@@ -84,10 +84,13 @@ def run_scenario(
         )
         if scenario.chat is not None:
             chats.append(run_chat(scenario.chat, m.replay, m.sim_time_s, sale_rng))
+    sale_results = [
+        sale_result(sale, [r[k] for r in sales]) for k, sale in enumerate(scenario.sales)
+    ]
     notes = [
         f"sale '{s['name']}' ({s['backend']}) oversold {s['oversold']} items: reads and writes "
         "of the stock raced without a lock"
-        for s in pool_sale_results(sales)
+        for s in sale_results
         if s["oversold"] > 0
     ]
     return build_result(
@@ -97,7 +100,7 @@ def run_scenario(
         seed=run_seed,
         replications=replications,
         wall_s=time.perf_counter() - started,
-        sales=pool_sale_results(sales),
+        sales=sale_results,
         lotteries=lotteries[0],
         chat=chats[0] if chats else None,
         notes=notes,

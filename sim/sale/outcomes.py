@@ -53,22 +53,28 @@ def build_demand(sale: Sale, latency_s: np.ndarray, rng: np.random.Generator) ->
     )
 
 
-def fairness(demand: SaleDemand, outcome: SaleOutcome) -> dict[str, Any]:
-    """Share of buyers who got an order, by replay-latency decile (fastest first)."""
+def buyers(demand: SaleDemand, outcome: SaleOutcome) -> tuple[np.ndarray, np.ndarray]:
+    """Per buyer: replay latency, and whether the service holds an order for them."""
     n_buyers = int(demand.user.max()) + 1 if demand.orders else 0
     got = np.zeros(n_buyers, dtype=bool)
     np.logical_or.at(got, demand.user, outcome.ordered)
     latency = np.zeros(n_buyers)
     latency[demand.user] = demand.latency_s
-    if n_buyers == 0:
+    return latency, got
+
+
+def fairness_of(latency_s: np.ndarray, got: np.ndarray) -> dict[str, Any]:
+    """Share of buyers who got an order, by replay-latency decile (fastest first)."""
+    n = latency_s.size
+    if n == 0:
         return {
             "success_by_latency_decile": [None] * 10,
             "latency_decile_edges_s": [],
             "fastest_slowest_ratio": None,
         }
-    edges = np.quantile(latency, np.linspace(0.0, 1.0, 11))
+    edges = np.quantile(latency_s, np.linspace(0.0, 1.0, 11))
     # Rank-based deciles: equal latencies are split evenly, so equal latency means equal odds.
-    decile = np.minimum(np.argsort(np.argsort(latency, kind="stable")) * 10 // n_buyers, 9)
+    decile = np.minimum(np.argsort(np.argsort(latency_s, kind="stable")) * 10 // n, 9)
     share: list[float | None] = []
     for d in range(10):
         mine = decile == d
@@ -82,45 +88,74 @@ def fairness(demand: SaleDemand, outcome: SaleOutcome) -> dict[str, Any]:
     }
 
 
-def sale_result(sale: Sale, demand: SaleDemand, outcome: SaleOutcome) -> dict[str, Any]:
-    response = Histogram()
-    response.record_many(outcome.attempt_response_s)
-    decisions = np.bincount(outcome.attempt_decision, minlength=len(Decision))
-    sold = outcome.sold
+def fairness(demand: SaleDemand, outcome: SaleOutcome) -> dict[str, Any]:
+    return fairness_of(*buyers(demand, outcome))
+
+
+def _sold_out_after_s(sale: Sale, outcome: SaleOutcome) -> float | None:
+    ordered_at = np.sort(outcome.ordered_at_s[outcome.ordered])
+    if outcome.sold < sale.stock or not ordered_at.size:
+        return None
+    return float(ordered_at[min(sale.stock, ordered_at.size) - 1] - sale.at_s)
+
+
+def _peak_orders_per_s(outcome: SaleOutcome) -> float:
     ordered_at = outcome.ordered_at_s[outcome.ordered]
-    sold_out_after = None
-    if outcome.sold >= sale.stock and ordered_at.size:
-        sold_out_after = float(
-            np.sort(ordered_at)[min(sale.stock, ordered_at.size) - 1] - sale.at_s
-        )
-    peak = 0.0
-    if ordered_at.size:
-        peak = float(np.bincount(np.floor(ordered_at - ordered_at.min()).astype(int)).max())
+    if not ordered_at.size:
+        return 0.0
+    return float(np.bincount(np.floor(ordered_at - ordered_at.min()).astype(int)).max())
+
+
+def sale_result(sale: Sale, runs: list[tuple[SaleDemand, SaleOutcome]]) -> dict[str, Any]:
+    """One sale over its replications: counts and times averaged, samples pooled."""
+    response = Histogram()
+    for _, outcome in runs:
+        response.record_many(outcome.attempt_response_s)
+    decisions = sum(
+        (np.bincount(o.attempt_decision, minlength=len(Decision)) for _, o in runs),
+        np.zeros(len(Decision), dtype=np.int64),
+    )
+    per_buyer = [buyers(d, o) for d, o in runs]
+    latency_s = np.concatenate([lat for lat, _ in per_buyer])
+    got = np.concatenate([g for _, g in per_buyer])
+    soldout = [t for _, o in runs if (t := _sold_out_after_s(sale, o)) is not None]
+    written = [o.written_s for _, o in runs if o.written_s is not None]
+
+    def mean(values: list[float]) -> float:
+        return float(np.mean(values))
+
+    sold = mean([o.sold for _, o in runs])
+    n = len(runs)
     return {
         "name": sale.name,
         "backend": sale.backend,
         "price": sale.price,
         "stock": sale.stock,
-        "buyers": int(demand.user.max()) + 1 if demand.orders else 0,
-        "orders": demand.orders,
-        "sold": int(sold),
-        "oversold": max(0, int(outcome.sold) - sale.stock),
-        "attempts": outcome.attempts,
-        "retries": int(outcome.attempts - demand.orders - decisions[Decision.MOVED]),
-        "timeouts": int(decisions[Decision.TIMED_OUT]),
-        "sold_out_after_s": sold_out_after,
-        "peak_orders_per_s": peak,
+        "buyers": round(latency_s.size / n),
+        "orders": round(mean([d.orders for d, _ in runs])),
+        "sold": round(sold),
+        "oversold": round(mean([max(0, o.sold - sale.stock) for _, o in runs])),
+        "attempts": round(mean([o.attempts for _, o in runs])),
+        "retries": round(
+            mean([o.attempts - d.orders for d, o in runs]) - decisions[Decision.MOVED] / n
+        ),
+        "timeouts": round(decisions[Decision.TIMED_OUT] / n),
+        # Only when every replication sold out.
+        "sold_out_after_s": mean(soldout) if len(soldout) == n else None,
+        "peak_orders_per_s": mean([_peak_orders_per_s(o) for _, o in runs]),
         "response_s": response.summary(),
-        "gmv": float(sold * sale.price),
-        "written_after_s": None if outcome.written_s is None else outcome.written_s - sale.at_s,
-        "decisions": {d.name.lower(): int(decisions[d]) for d in Decision},
-        "fairness": fairness(demand, outcome),
+        "gmv": sold * sale.price,
+        "written_after_s": mean(written) - sale.at_s if written else None,
+        "decisions": {d.name.lower(): round(decisions[d] / n) for d in Decision},
+        "fairness": fairness_of(latency_s, got),
     }
 
 
-def run_sale(sale: Sale, latency_s: np.ndarray, rng: np.random.Generator) -> dict[str, Any]:
+def run_sale(
+    sale: Sale, latency_s: np.ndarray, rng: np.random.Generator
+) -> tuple[SaleDemand, SaleOutcome]:
     demand = build_demand(sale, latency_s, rng)
-    return sale_result(sale, demand, simulate_fast(demand, backend_for(sale)))
+    return demand, simulate_fast(demand, backend_for(sale))
 
 
 def run_lottery(
@@ -182,22 +217,3 @@ def run_chat(
     times = Histogram()
     times.record_many(answered - asked_s)
     return {"questions": n, "question_to_answer_s": times.summary()}
-
-
-def pool_sale_results(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Replications of the same sales: numbers averaged, the first run's detail kept."""
-    if len(runs) == 1:
-        return runs[0]
-    pooled = []
-    for same in zip(*runs, strict=True):
-        merged = dict(same[0])
-        for key in ("sold", "oversold", "attempts", "retries", "timeouts", "buyers", "orders"):
-            merged[key] = round(float(np.mean([r[key] for r in same])))
-        for key in ("peak_orders_per_s", "gmv"):
-            merged[key] = float(np.mean([r[key] for r in same]))
-        soldout = [r["sold_out_after_s"] for r in same]
-        merged["sold_out_after_s"] = (
-            float(np.mean(soldout)) if all(v is not None for v in soldout) else None
-        )
-        pooled.append(merged)
-    return pooled
