@@ -10,6 +10,7 @@ import pytest
 from scipy import stats
 
 from sim.cli import main
+from sim.run import run_scenario
 from sim.sale.fast import simulate_fast
 from sim.sale.outcomes import backend_for, build_demand, fairness, run_lottery
 from sim.scenario import load_scenario
@@ -95,3 +96,14 @@ def test_lottery_entries_from_far_behind_live_miss_the_window() -> None:
     assert bands["10-30 s"]["entries"] > 0 and bands["10-30 s"]["valid"] == 0
     assert bands["10-30 s"]["winners"] == 0
     assert bands["1-2 s"]["winners"] == result["winners"] == lottery.winners
+
+
+def test_replications_pool_every_attempt_and_average_the_counts() -> None:
+    overrides = ["audience.peak_viewers=500", "scenario.duration_s=100", "sale.0.stock=50"]
+    scenario = load_scenario(FLASH, overrides)
+    one = run_scenario(scenario, replications=1)["sales"][0]
+    two = run_scenario(scenario, replications=2)["sales"][0]
+    assert two["sold"] == one["sold"] == 50
+    # The second replication adds its own attempts to the pooled response times.
+    assert two["response_s"]["count"] > 1.5 * one["response_s"]["count"]
+    assert abs(two["attempts"] - one["attempts"]) < 0.5 * one["attempts"]
