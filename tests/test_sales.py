@@ -10,9 +10,10 @@ import pytest
 from scipy import stats
 
 from sim.cli import main
+from sim.metrics import Histogram
 from sim.run import run_scenario
 from sim.sale.fast import simulate_fast
-from sim.sale.outcomes import backend_for, build_demand, fairness, run_lottery
+from sim.sale.outcomes import backend_for, build_demand, fairness, run_chat, run_lottery
 from sim.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,3 +108,18 @@ def test_replications_pool_every_attempt_and_average_the_counts() -> None:
     # The second replication adds its own attempts to the pooled response times.
     assert two["response_s"]["count"] > 1.5 * one["response_s"]["count"]
     assert abs(two["attempts"] - one["attempts"]) < 0.5 * one["attempts"]
+
+
+def test_chat_answer_time_is_path_plus_host_delay_plus_replay_latency() -> None:
+    replay = Histogram()
+    replay.record_many(np.full(1000, 2.0))
+    scenario = load_scenario(
+        FLASH, ["chat.answer_s=10", "chat.rtt_ms=100", "chat.question_rate_per_s=1"]
+    )
+    roomy = run_chat(scenario.chat, replay, 600.0, np.random.default_rng(1))
+    # An idle chat path: 0.05 s one way + 1/200 s to deliver + 10 s host + 2 s behind live.
+    assert roomy["question_to_answer_s"]["p50"] == pytest.approx(12.055, rel=0.02)
+    jammed = load_scenario(FLASH, ["chat.question_rate_per_s=1", "chat.capacity_per_s=0.5"])
+    queued = run_chat(jammed.chat, replay, 600.0, np.random.default_rng(1))
+    # Questions arrive twice as fast as the path delivers them: the backlog grows for the run.
+    assert queued["question_to_answer_s"]["max"] > 500.0

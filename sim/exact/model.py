@@ -50,7 +50,7 @@ class Model:
         self.unit_bits = [bps * unit_s for bps in self.rendition_bps]
         self.key_stride = n_streams * len(self.unit_bits)
         self.playlist_bits = 8.0 * _playlist_bytes(scenario, self.schedule)
-        self.hold_back_units = _hold_back_units(scenario, self.schedule)
+        self.hold_back_units = _hold_back_units(scenario)
         self.requests_per_unit = 0 if self.protocol == "http-flv" else 2
         """LL-HLS and HLS: a playlist (blocking or polled) and a media request per unit."""
         self.abr_safety = scenario.player.abr_safety
@@ -295,7 +295,7 @@ class Model:
         )
 
 
-def _hold_back_units(scenario: Scenario, schedule: Schedule) -> int:
+def _hold_back_units(scenario: Scenario) -> int:
     """How many units behind the newest listed one a player starts."""
     player = scenario.player
     if scenario.stream.protocol == "hls":

@@ -167,8 +167,9 @@ def _limits_can_bind(demand: SaleDemand) -> bool:
 # -- backends: when is each attempt decided ---------------------------------------------------
 
 
-def _fifo(arrive_s: np.ndarray, service_s: float, free_s: float) -> np.ndarray:
-    """Decision times of one FIFO server: d_n = max(d_{n-1}, a_n) + s, in closed form."""
+def fifo_done_s(arrive_s: np.ndarray, service_s: float, free_s: float) -> np.ndarray:
+    """When each of time-ordered arrivals leaves one FIFO server with constant service s,
+    free from `free_s`: d_n = max(d_{n-1}, a_n) + s, in closed form."""
     k = np.arange(arrive_s.size)
     ahead = np.maximum.accumulate(arrive_s - k * service_s)
     return (k + 1) * service_s + np.maximum(ahead, free_s)
@@ -181,14 +182,14 @@ def _decide_times(
     kind = backend.kind
     a = chunk.arrive_s
     if kind in ("row-lock", "redis-lua", "queue-token"):
-        decided = _fifo(a, backend.service_s, state.free_s[0])
+        decided = fifo_done_s(a, backend.service_s, state.free_s[0])
         state.free_s[0] = decided[-1]
         return decided, None
     if kind == "sharded":
         decided = np.empty_like(a)
         for shard in np.unique(chunk.shard):
             mine = chunk.shard == shard
-            decided[mine] = _fifo(a[mine], backend.service_s, state.free_s[shard])
+            decided[mine] = fifo_done_s(a[mine], backend.service_s, state.free_s[shard])
             state.free_s[shard] = decided[mine][-1]
         return decided, None
     if kind == "hot-row-batch":
@@ -352,7 +353,7 @@ def _outcome(
     written = None
     if backend.kind == "queue-token" and state.sold:
         created = np.sort(state.ordered_at_s[state.ordered])
-        written = float(_fifo(created, backend.commit_s, -np.inf)[-1])
+        written = float(fifo_done_s(created, backend.commit_s, -np.inf)[-1])
     return SaleOutcome(
         attempt_order=order[sort].astype(np.int64),
         attempt_send_s=send[sort],

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from sim.metrics import Histogram
-from sim.sale.fast import simulate_fast
+from sim.sale.fast import fifo_done_s, simulate_fast
 from sim.sale.spec import Backend, Decision, SaleDemand, SaleOutcome
 from sim.scenario import Chat, Lottery, Sale
 
@@ -207,10 +207,8 @@ def run_chat(
     asked_s = np.sort(rng.uniform(0.0, duration_s, n))
     at_path_s = asked_s + 0.5 * chat.rtt_ms.sample(rng, n) / 1e3
     order = np.argsort(at_path_s, kind="stable")
-    service_s = 1.0 / chat.capacity_per_s
-    k = np.arange(n)
     delivered = np.empty(n)
-    delivered[order] = (k + 1) * service_s + np.maximum.accumulate(at_path_s[order] - k * service_s)
+    delivered[order] = fifo_done_s(at_path_s[order], 1.0 / chat.capacity_per_s, -np.inf)
     x, p = replay.cdf(200)
     latency_s = np.interp(rng.random(n), p, x) if len(x) else np.zeros(n)
     answered = delivered + chat.answer_s.sample(rng, n) + latency_s
