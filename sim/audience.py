@@ -47,17 +47,39 @@ def target_concurrency(audience: Audience, duration_s: float, t_s: np.ndarray) -
     raise ValueError(f"unknown audience profile {audience.profile!r}")
 
 
+def _arrival_law(audience: Audience, duration_s: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """(time grid, expected flow arrivals up to each grid point, viewers present at t=0).
+
+    Viewers present at t=0 are joined spread uniformly over the first ramp_s seconds.
+    """
+    grid = np.linspace(0.0, duration_s, _GRID_POINTS + 1)
+    level = target_concurrency(audience, duration_s, grid)
+    mean_watch_s = audience.watch_s.mean()
+    rate = np.maximum(0.0, np.gradient(level, grid) + level / mean_watch_s)
+    cumulative = np.concatenate(([0.0], np.cumsum(0.5 * (rate[1:] + rate[:-1]) * np.diff(grid))))
+    return grid, cumulative, float(level[0])
+
+
+def expected_arrivals(audience: Audience, duration_s: float, edges_s: np.ndarray) -> np.ndarray:
+    """Expected sessions arriving in each interval [edges_s[i], edges_s[i+1]).
+
+    The same law `draw_arrivals` samples from, for engines that draw counts per time step.
+    """
+    grid, cumulative, initial = _arrival_law(audience, duration_s)
+    flow = np.interp(edges_s, grid, cumulative)
+    spread_s = min(audience.ramp_s, duration_s)
+    if spread_s > 0:
+        present = initial * np.clip(edges_s / spread_s, 0.0, 1.0)
+    else:
+        present = np.where(edges_s > 0, initial, 0.0)
+    return np.diff(flow + present)
+
+
 def draw_arrivals(
     audience: Audience, hosts: Hosts, duration_s: float, rng: np.random.Generator
 ) -> Arrivals:
     """Draw every viewer session of the run."""
-    grid = np.linspace(0.0, duration_s, _GRID_POINTS + 1)
-    level = target_concurrency(audience, duration_s, grid)
-    mean_watch_s = audience.watch_s.mean()
-    # Viewers already watching at t=0 join spread over the first ramp_s seconds.
-    initial = level[0]
-    rate = np.maximum(0.0, np.gradient(level, grid) + level / mean_watch_s)
-    cumulative = np.concatenate(([0.0], np.cumsum(0.5 * (rate[1:] + rate[:-1]) * np.diff(grid))))
+    grid, cumulative, initial = _arrival_law(audience, duration_s)
     total = cumulative[-1]
     n_flow = int(rng.poisson(total)) if total > 0 else 0
     flow_at = np.interp(rng.uniform(0.0, total, n_flow), cumulative, grid)

@@ -21,6 +21,9 @@ class TierMeasurements:
     """Egress capacity of the whole tier."""
     egress_bits: np.ndarray
     """Bits sent by the tier per time bin."""
+    fetched_bits: np.ndarray
+    """Bits arriving at the tier's nodes from the parent tier per time bin (by arrival time);
+    all zeros for the first tier, which gets its media from the hosts."""
     requests: np.ndarray
     """Requests handled by the tier per time bin."""
     peak_node_utilization: float
@@ -88,6 +91,7 @@ def merge_replications(runs: list[Measurements]) -> Measurements:
                 nodes=t.nodes,
                 capacity_gbps=t.capacity_gbps,
                 egress_bits=sum((s.egress_bits for s in same), np.zeros_like(t.egress_bits)) / n,
+                fetched_bits=sum((s.fetched_bits for s in same), np.zeros_like(t.fetched_bits)) / n,
                 requests=sum((s.requests for s in same), np.zeros_like(t.requests)) / n,
                 peak_node_utilization=float(np.mean([s.peak_node_utilization for s in same])),
                 cache_requests=sum(s.cache_requests for s in same),

@@ -348,3 +348,23 @@ class Gauge:
     def bin_mean(self) -> np.ndarray:
         """Time-weighted mean level per bin (call finish first: time not reached counts as 0)."""
         return self._bin_integral / self._width
+
+
+def ks_distance(a: Histogram, b: Histogram) -> float:
+    """Largest gap between the CDFs of two histograms of the same resolution (0 to 1).
+
+    Compared at bucket boundaries, so it is the two-sample Kolmogorov-Smirnov statistic of the
+    bucketed samples; an empty histogram is at distance 1 from a non-empty one.
+    """
+    if a.rel_error != b.rel_error or a.min_value != b.min_value:
+        raise ValueError("ks_distance needs histograms of the same resolution")
+    if a.count == 0.0 or b.count == 0.0:
+        return 0.0 if a.count == b.count else 1.0
+    size = max(a._counts.size, b._counts.size)
+    cdfs = []
+    for h in (a, b):
+        counts = np.zeros(size + 1)
+        counts[0] = h._zero
+        counts[1 : h._counts.size + 1] = h._counts
+        cdfs.append(np.cumsum(counts) / h._weight)
+    return float(np.abs(cdfs[0] - cdfs[1]).max())

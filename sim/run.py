@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from sim.cohort.model import run_cohort
 from sim.errors import ScenarioError
 from sim.exact.model import run_exact
 from sim.measurements import merge_replications
@@ -16,30 +17,30 @@ from sim.sale.outcomes import run_chat, run_lottery, run_sale, sale_result
 from sim.scenario import Scenario
 
 EXACT_VIEWER_LIMIT = 200_000
-"""`engine = "auto"` runs the exact engine up to this many peak viewers."""
+"""`engine = "auto"` runs the exact engine up to this many peak viewers, the cohort one above."""
+
+EXACT_VIEWER_MAX = 2_000_000
+"""Beyond this the exact engine would take hours: forcing it is refused."""
 
 ENGINES = ("auto", "exact", "cohort")
 
 
 def resolve_engine(scenario: Scenario, requested: str | None) -> str:
-    """The engine a run will use; ScenarioError when none can run it."""
+    """The engine a run will use: `auto` picks exact up to EXACT_VIEWER_LIMIT, cohort above."""
     engine = requested or scenario.scenario.engine
     path = "--engine" if requested else "scenario.engine"
     if engine not in ENGINES:
         raise ScenarioError(path, f"must be one of {', '.join(ENGINES)}; given {engine!r}")
-    if engine == "cohort":
-        raise ScenarioError(
-            path, "the cohort engine is not available in this version; use exact or auto"
-        )
     peak = scenario.audience.peak_viewers
-    if engine == "auto" and peak > EXACT_VIEWER_LIMIT:
+    if engine == "auto":
+        return "exact" if peak <= EXACT_VIEWER_LIMIT else "cohort"
+    if engine == "exact" and peak > EXACT_VIEWER_MAX:
         raise ScenarioError(
-            "audience.peak_viewers",
-            f"{peak:,} viewers need the cohort engine, which this version does not have; "
-            f"engine=auto runs the exact engine up to {EXACT_VIEWER_LIMIT:,} "
-            "(force it with --engine exact, or scale down with --set audience.peak_viewers=N)",
+            path,
+            f"the exact engine runs up to {EXACT_VIEWER_MAX:,} peak viewers (one process each); "
+            f"{peak:,} needs the cohort engine (--engine cohort or auto)",
         )
-    return "exact"
+    return engine
 
 
 def run_scenario(
@@ -67,7 +68,8 @@ def run_scenario(
     for i, child in enumerate(children):
         step = None if progress is None else _scaled(progress, i, replications)
         engine_seed, sale_seed = child.spawn(2)
-        m = run_exact(scenario, np.random.default_rng(engine_seed), step)
+        run_engine = run_exact if chosen == "exact" else run_cohort
+        m = run_engine(scenario, np.random.default_rng(engine_seed), step)
         sale_rng = np.random.default_rng(sale_seed)
         runs.append(m)
         sales.append(

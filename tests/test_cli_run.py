@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -128,7 +129,7 @@ def test_webrtc_is_refused_clearly(tmp_path: Path, capsys: pytest.CaptureFixture
     assert not out.exists()
 
 
-def test_too_many_viewers_for_the_exact_engine_is_a_clear_error(
+def test_forcing_the_exact_engine_on_millions_of_viewers_is_a_clear_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code = main(
@@ -137,10 +138,35 @@ def test_too_many_viewers_for_the_exact_engine_is_a_clear_error(
             str(QUICKSTART),
             "--out",
             str(tmp_path / "o"),
+            "--engine",
+            "exact",
             "--set",
             "audience.peak_viewers=10_000_000",
         ]
     )
     err = capsys.readouterr().err.strip()
     assert code == 2
-    assert "audience.peak_viewers" in err and "cohort" in err
+    assert "--engine" in err and "cohort" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_auto_runs_the_cohort_engine_above_the_exact_limit(tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    code = main(
+        [
+            "run",
+            str(QUICKSTART),
+            "--out",
+            str(out),
+            "--set",
+            "audience.peak_viewers=1_000_000",
+            "--set",
+            "tier.1.nodes=1200",
+            "--set",
+            "scenario.duration_s=60",
+        ]
+    )
+    result = json.loads((out / "result.json").read_text())
+    assert code in (0, 1)
+    assert result["engine"] == "cohort"
+    assert result["viewers"]["peak"] == pytest.approx(1_000_000 * (1 - math.exp(-4)), rel=0.01)

@@ -263,6 +263,7 @@ class Model:
         for spec, nodes in zip(self.scenario.tiers, self.tiers, strict=True):
             bits = np.array([n.bits_bins for n in nodes], dtype=float)
             requests = np.array([n.request_bins for n in nodes], dtype=float)
+            fetched = np.array([n.fetched_bins for n in nodes], dtype=float)
             capacity_bps = spec.egress_gbps * 1e9
             tiers.append(
                 TierMeasurements(
@@ -270,6 +271,7 @@ class Model:
                     nodes=spec.nodes,
                     capacity_gbps=spec.egress_gbps * spec.nodes,
                     egress_bits=bits.sum(axis=0),
+                    fetched_bits=fetched.sum(axis=0),
                     requests=requests.sum(axis=0),
                     peak_node_utilization=float(
                         bits.max(initial=0.0) / (capacity_bps * self.bin_s)

@@ -117,7 +117,10 @@ class Node:
         """Every fetch in flight, coalesced or not (a failure must release their waiters)."""
         self.bin_s = bin_s
         self.bits_bins = [0.0] * n_bins
+        """Bits this node sent, by the bin of the request."""
         self.request_bins = [0] * n_bins
+        self.fetched_bins = [0.0] * n_bins
+        """Bits that arrived here from the parent tier, by the bin of their arrival."""
 
     # -- serving -------------------------------------------------------------------------------
 
@@ -171,7 +174,11 @@ class Node:
             session.arrived(arrived)
 
     def _obtain(self, key: int) -> Generator[simpy.Event, Any, float]:
-        """Get `key` from the parent tier; return its arrival time here."""
+        """Get `key` from the parent tier; return its arrival time here.
+
+        The bits are counted as fetched on arrival even if this node failed meanwhile: they did
+        cross the link.
+        """
         env = self.env
         half_rtt = self.rtt_to_parent_s * 0.5
         yield env.timeout(half_rtt)
@@ -186,9 +193,15 @@ class Node:
                     break
             # The parent died: retry on another one after a round trip.
             yield env.timeout(self.rtt_to_parent_s)
-        sent = parent.serve(env.now, self.bits_of(key), 1)
+        bits = self.bits_of(key)
+        sent = parent.serve(env.now, bits, 1)
         yield env.timeout(sent + half_rtt - env.now)
-        return env.now
+        now = env.now
+        b = int(now / self.bin_s)
+        if b >= len(self.fetched_bins):
+            b = len(self.fetched_bins) - 1
+        self.fetched_bins[b] += bits
+        return now
 
     # -- faults --------------------------------------------------------------------------------
 

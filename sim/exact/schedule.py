@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from relay.core.playlist import render_playlist
+from relay.core.stream import LiveStream
 from sim.scenario import Scenario
 
 PRE_ROLL_S = 60.0
@@ -34,6 +36,38 @@ def unit_layout(scenario: Scenario) -> tuple[float, int]:
     per_segment = round(ratio) if abs(ratio - round(ratio)) <= 0.01 * ratio else math.ceil(ratio)
     per_segment = max(1, per_segment)
     return stream.segment_s / per_segment, per_segment
+
+
+def hold_back_units(scenario: Scenario) -> int:
+    """How many units behind the newest listed one a player starts."""
+    player = scenario.player
+    if scenario.stream.protocol == "hls":
+        return math.ceil(player.hold_back_segments - 1e-9)
+    if scenario.stream.protocol == "ll-hls":
+        return math.ceil(player.part_hold_back_parts - 1e-9)
+    return 1
+
+
+def playlist_bytes(scenario: Scenario) -> int:
+    """Size of a steady-state media playlist, rendered by relay.core for this stream layout."""
+    if scenario.stream.protocol == "http-flv":
+        return 0
+    ll = scenario.stream.protocol == "ll-hls"
+    unit_s, per_segment = unit_layout(scenario)
+    segment_s = unit_s * per_segment
+    stream = LiveStream(
+        "sized",
+        target_duration_s=segment_s,
+        part_target_s=unit_s if ll else None,
+    )
+    for i in range(12 * per_segment):
+        if ll:
+            stream.add_part(unit_s, independent=True, now=i * unit_s)
+            if (i + 1) % per_segment == 0:
+                stream.close_segment(now=i * unit_s)
+        else:
+            stream.add_segment(segment_s, now=i * segment_s)
+    return len(render_playlist(stream).encode())
 
 
 @dataclass(frozen=True)

@@ -109,7 +109,12 @@ class Session:
         rendition = self.rendition
         bits = model.unit_bits[rendition]
         sent = self.edge.serve(now, bits + model.playlist_bits, model.requests_per_unit)
-        link_free = (self.link_free_s if self.link_free_s > now else now) + bits / self.rate_bps
+        # The unit's bytes leave the edge from `first_byte` to `sent`; the access link carries
+        # them from the first byte on, after what it still had to deliver.
+        first_byte = sent - bits / self.edge.egress.capacity_bps
+        link_free = (self.link_free_s if self.link_free_s > first_byte else first_byte) + (
+            bits / self.rate_bps
+        )
         self.link_free_s = link_free
         received = (sent if sent > link_free else link_free) + self.half_rtt_s
         # A unit plays when it has arrived and the one before it has finished.
@@ -135,8 +140,10 @@ class Session:
         if model.protocol == "http-flv":
             self.t_req = now  # pushed: no request per unit, no rate adaptation
             return
-        # Rate adaptation on measured throughput.
-        sample_bps = bits / (received - now)
+        # Rate adaptation on the throughput of the transfer itself, first byte to last: the
+        # time a request spends held or queued behind other viewers says nothing about the path
+        # (low-latency players leave time-to-first-byte out of the sample for that reason).
+        sample_bps = bits / (received - self.half_rtt_s - first_byte)
         estimate = self.estimate_bps
         estimate = sample_bps if estimate == 0.0 else estimate + _EWMA * (sample_bps - estimate)
         self.estimate_bps = estimate
@@ -183,7 +190,9 @@ def _watch(model: Model, session: Session, edge_draw: float) -> Generator[simpy.
     now = env.now
     stream = session.key_base // len(model.unit_bits)
     listed = model.schedule.live_unit(stream, now - edge.chain_s)
-    cold = (session.key_base + listed * model.key_stride) not in edge.cache
+    # The playlist is fresh at the edge if any rendition of the newest unit is there.
+    newest = session.key_base + listed * model.key_stride
+    cold = all(newest + r not in edge.cache for r in range(len(model.unit_bits)))
     answered = edge.serve(now, model.playlist_bits, 1) + (edge.chain_rtt_s if cold else 0.0)
     session.unit = listed + 1 - model.hold_back_units
     if push:

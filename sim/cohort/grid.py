@@ -1,0 +1,201 @@
+"""The latency axis of the cohort engine and the two operations on it.
+
+A cohort's viewers are spread over latency buckets, the same logarithmic buckets a
+`sim.metrics.Histogram` uses, so the cohort's replay-latency counts fold into a Histogram without
+re-binning. Two things happen to a viewer's replay latency:
+
+* at join it is drawn as `x + Y`: a per-cohort shift `x` plus a `Kernel` of per-viewer variation
+  (phase against the part clock, round trips, propagation);
+* afterwards it only grows, and only by stalls: the next unit plays at max(play head, arrival), so
+  latency becomes max(L, X) where X is the unit's delivery delay. For X independent of L,
+  P(max(L, X) <= y) = P(L <= y) P(X <= y): a product of CDFs on the bucket edges.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.signal import fftconvolve
+
+from sim.metrics import Histogram
+
+_PHASE_POINTS = 512
+"""Resolution of join kernels: points per unit (0.65 ms for 0.333 s parts)."""
+
+
+class LatencyGrid:
+    """`size` consecutive Histogram buckets starting at or below `lowest_s`."""
+
+    def __init__(self, lowest_s: float, size: int, resolution: Histogram | None = None) -> None:
+        h = resolution or Histogram()
+        gamma = (1.0 + h.rel_error) / (1.0 - h.rel_error)
+        first = max(0, math.floor(math.log(lowest_s / h.min_value) / math.log(gamma)))
+        index = np.arange(first, first + size + 1, dtype=float)
+        self.edges_s = h.min_value * gamma**index
+        """Bucket boundaries, size + 1 of them."""
+        self.values_s = np.sqrt(self.edges_s[:-1] * self.edges_s[1:])
+        """A value inside each bucket (its geometric middle)."""
+        self.size = size
+
+    def bucket(self, value_s: np.ndarray) -> np.ndarray:
+        """Index of the bucket holding each value (clamped to the grid)."""
+        i = np.searchsorted(self.edges_s, value_s, side="right") - 1
+        return np.clip(i, 0, self.size - 1)
+
+
+class Kernel:
+    """The distribution of a per-viewer delay, per viewer class, held as sorted samples.
+
+    `samples_s` has shape (classes, n); a kernel of one class applies to every class.
+    """
+
+    def __init__(self, samples_s: np.ndarray) -> None:
+        self.samples_s = np.sort(np.atleast_2d(np.asarray(samples_s, dtype=float)), axis=-1)
+
+    @property
+    def low_s(self) -> float:
+        return float(self.samples_s[:, 0].min())
+
+    def cdf_at_edges(self, grid: LatencyGrid, shift_s: np.ndarray) -> np.ndarray:
+        """P(shift + Y <= edge) for shifts of shape (..., classes), edges on a new last axis."""
+        out = np.empty((*shift_s.shape, grid.edges_s.size))
+        n = self.samples_s.shape[1]
+        single = self.samples_s.shape[0] == 1
+        for k in range(shift_s.shape[-1]):
+            y = grid.edges_s - shift_s[..., k, None]
+            below = np.searchsorted(self.samples_s[0 if single else k], y.ravel(), side="right")
+            out[..., k, :] = below.reshape(y.shape) / n
+        return out
+
+    def spread(self, grid: LatencyGrid, shift_s: np.ndarray) -> np.ndarray:
+        """Probability of each bucket for shift + Y; mass off the grid goes to the end buckets."""
+        cdf = self.cdf_at_edges(grid, shift_s)
+        cdf[..., 0] = 0.0
+        cdf[..., -1] = 1.0
+        return np.diff(cdf, axis=-1)
+
+
+def max_with(
+    grid: LatencyGrid, counts: np.ndarray, delay_cdf: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Counts of max(L, X) and the stall each cell suffered in total (viewer-seconds).
+
+    `counts` holds L over the buckets (last axis); `delay_cdf` is P(X <= edge) at the bucket
+    edges (last axis size + 1), broadcastable against the counts.
+    """
+    below = np.cumsum(counts, axis=-1)
+    new_below = below * np.broadcast_to(delay_cdf[..., 1:], below.shape)
+    new_below[..., -1] = below[..., -1]  # anything later than the grid stays in the last bucket
+    new = np.diff(new_below, axis=-1, prepend=0.0)
+    stall = (new - counts) @ grid.values_s
+    return new, stall
+
+
+def step_cdf(grid: LatencyGrid, delay_s: np.ndarray) -> np.ndarray:
+    """P(X <= edge) for a delay known exactly (one value per cell)."""
+    return (grid.edges_s >= delay_s[..., None]).astype(float)
+
+
+class JoinKernel:
+    """A joiner's delay, per rate class: `phase part + rest`, held on a fine time grid.
+
+    The phase part is where the joiner falls in the unit clock (time since the newest unit landed
+    at its edge), and what depends on it:
+
+    * the burst that unit started: a joiner arriving while the edge still sends it to the
+      stream's viewers is answered when the burst ends (joiners pile up there);
+    * misses: a joiner's first unit is a miss when no viewer on the edge plays that rendition and
+      no earlier joiner of the same unit fetched it (an early joiner is more often first); a miss
+      costs `miss_s`, a round trip up the tiers, and two when the stream is cold on the edge.
+
+    The rest (round trips, propagation, the first unit's link time) does not depend on the phase,
+    so the two are convolved. With `with_phase` the phase itself counts (replay latency),
+    otherwise only the wait beyond it (join time).
+    """
+
+    def __init__(
+        self, rest_s: np.ndarray, unit_s: float, miss_s: float, *, with_phase: bool
+    ) -> None:
+        rest_s = np.atleast_2d(rest_s)
+        self.unit_s = unit_s
+        self.miss_s = miss_s
+        self.with_phase = with_phase
+        self.step_s = unit_s / _PHASE_POINTS
+        self.phase_s = (np.arange(_PHASE_POINTS) + 0.5) * self.step_s
+        self.rest_low_s = float(rest_s.min())
+        index = np.round((rest_s - self.rest_low_s) / self.step_s).astype(np.intp)
+        width = int(index.max()) + 1
+        self.rest_pmf = (
+            np.stack([np.bincount(row, minlength=width) for row in index]) / (rest_s.shape[1])
+        )
+        """Shape (classes, width): the rest on the grid, from `rest_low_s` on."""
+
+    @property
+    def low_s(self) -> float:
+        """No joiner is earlier than this (a burst or a miss only adds)."""
+        return self.rest_low_s + (float(self.phase_s[0]) if self.with_phase else 0.0)
+
+    def spread(
+        self,
+        grid: LatencyGrid,
+        shift_s: np.ndarray,
+        cold: np.ndarray,
+        absent: np.ndarray,
+        joining: np.ndarray,
+        locked_s: np.ndarray,
+        busy: np.ndarray,
+        burst_s: np.ndarray,
+    ) -> np.ndarray:
+        """Bucket probabilities (rows, classes, buckets) of shift + phase part + rest.
+
+        Per row (an edge group and a stream band): `shift_s` and `absent` (rows, classes): no one
+        plays the joiner's first rendition on the edge; `cold`: no one watches the stream there;
+        `joining`: joiners per unit on one edge for one stream; `locked_s`: the burst the
+        stream's own newest unit makes; `busy`, `burst_s`: the chance a joiner meets another
+        stream's burst, and its length (the wait is then uniform over it).
+        """
+        rows, classes = shift_s.shape
+        out = np.empty((rows, classes, grid.edges_s.size - 1))
+        for r in range(rows):
+            pmf = self._phase_part(float(cold[r]), absent[r], float(joining[r]), float(locked_s[r]))
+            pmf = fftconvolve(pmf, self._wait(float(busy[r]), float(burst_s[r]))[None, :], axes=1)
+            pmf = fftconvolve(pmf, self.rest_pmf, axes=1)
+            # Mass at grid point j sits at rest_low + j * step (+ the cell's shift).
+            cdf = np.cumsum(np.maximum(pmf, 0.0), axis=1)
+            cdf /= cdf[:, -1:]
+            points = self.rest_low_s + np.arange(cdf.shape[1]) * self.step_s
+            for k in range(classes):
+                at = np.interp(grid.edges_s - shift_s[r, k], points, cdf[k], left=0.0, right=1.0)
+                at[0], at[-1] = 0.0, 1.0
+                out[r, k] = np.maximum(np.diff(at), 0.0)
+        return out
+
+    def _phase_part(
+        self, cold: float, absent: np.ndarray, joining: float, locked_s: float
+    ) -> np.ndarray:
+        """Per class, the phase part on the grid: the phase (or the wait), plus misses."""
+        phase = self.phase_s
+        base = np.maximum(phase, locked_s) if self.with_phase else np.maximum(locked_s - phase, 0)
+        first = np.exp(-joining * phase / self.unit_s)
+        unit_miss = absent[:, None] * first[None, :]
+        weights = (
+            1.0 - unit_miss - cold * (1.0 - first),
+            unit_miss - cold * first + cold * (1.0 - first),
+            np.broadcast_to(cold * first, unit_miss.shape),
+        )
+        width = int(np.ceil((base.max() + 2.0 * self.miss_s) / self.step_s)) + 2
+        pmf = np.zeros((absent.size, width))
+        for misses, w in enumerate(weights):
+            index = np.round((base + misses * self.miss_s) / self.step_s).astype(np.intp)
+            for k, row in enumerate(np.maximum(w, 0.0)):
+                pmf[k] += np.bincount(index, weights=row, minlength=width)
+        return pmf / phase.size
+
+    def _wait(self, busy: float, burst_s: float) -> np.ndarray:
+        """The wait behind another stream's burst: none, or uniform over the burst."""
+        n = max(1, round(burst_s / self.step_s))
+        wait = np.zeros(n + 1)
+        wait[0] = 1.0 - busy
+        wait[1:] += busy / n
+        return wait
