@@ -113,3 +113,23 @@ def merge_replications(runs: list[Measurements]) -> Measurements:
         sale_audiences=first.sale_audiences,
         lottery_audiences=first.lottery_audiences,
     )
+
+
+PEAK_WINDOW_S = 10.0
+PEAK_WINDOW_UNITS = 10
+"""Peak rates are taken over windows of 10 s or 10 media units, whichever is longer: capacity
+is planned on sustained load, and a window of many units does not depend on where within a
+unit an engine places a transfer."""
+
+
+def peak_window_s(unit_s: float) -> float:
+    return max(PEAK_WINDOW_S, PEAK_WINDOW_UNITS * unit_s)
+
+
+def peak_rate(per_bin: np.ndarray, bin_s: float, window_s: float) -> float:
+    """Highest rate (amount per second) averaged over `window_s` (at least one bin)."""
+    if per_bin.size == 0:
+        return 0.0
+    n = max(1, min(per_bin.size, round(window_s / bin_s)))
+    sums = np.convolve(per_bin, np.ones(n), mode="valid")
+    return float(sums.max() / (n * bin_s))

@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from sim.measurements import Measurements
+from sim.exact.schedule import unit_layout
+from sim.measurements import Measurements, peak_rate, peak_window_s
 from sim.scenario import Scenario
 
 _CDF_POINTS = 200
@@ -80,16 +81,16 @@ def evaluate_slos(
     return verdicts
 
 
-def _tiers(m: Measurements) -> dict[str, dict[str, Any]]:
+def _tiers(scenario: Scenario, m: Measurements) -> dict[str, dict[str, Any]]:
+    window_s = peak_window_s(unit_layout(scenario)[0])
     out = {}
     for t in m.tiers:
-        egress_gbps = t.egress_bits / m.bin_s / 1e9
         out[t.name] = {
             "nodes": t.nodes,
             "capacity_gbps": t.capacity_gbps,
-            "peak_egress_gbps": float(egress_gbps.max(initial=0.0)),
+            "peak_egress_gbps": peak_rate(t.egress_bits, m.bin_s, window_s) / 1e9,
             "peak_utilization": t.peak_node_utilization,
-            "peak_requests_per_s": float((t.requests / m.bin_s).max(initial=0.0)),
+            "peak_requests_per_s": peak_rate(t.requests, m.bin_s, window_s),
             # Offload: requests answered without an upstream fetch of their own (cache hits and
             # requests coalesced onto a fetch already in flight).
             "hit_ratio": 1.0 - t.fetches / t.cache_requests if t.cache_requests else 0.0,
@@ -168,7 +169,7 @@ def build_result(
         "viewers": {"peak": m.peak_viewers, "sessions": m.sessions},
         "latency_s": {"replay": m.replay.summary(), "join": m.join.summary()},
         "rebuffer_ratio": rebuffer_ratio(m),
-        "tiers": _tiers(m),
+        "tiers": _tiers(scenario, m),
         "sales": sales,
         "lotteries": lotteries or [],
         "chat": chat,

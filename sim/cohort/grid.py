@@ -22,6 +22,10 @@ from sim.metrics import Histogram
 
 _PHASE_POINTS = 512
 """Resolution of join kernels: points per unit (0.65 ms for 0.333 s parts)."""
+_RTT_QUANTILES = np.array(
+    [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 1.0]
+)
+"""Slices of the round-trip distribution a join kernel follows through the waits."""
 
 
 class LatencyGrid:
@@ -98,31 +102,53 @@ def step_cdf(grid: LatencyGrid, delay_s: np.ndarray) -> np.ndarray:
 
 
 class JoinKernel:
-    """A joiner's delay, per rate class: `phase part + rest`, held on a fine time grid.
+    """A joiner's delay, per rate class, held on a fine time grid: `early part + rest`.
 
-    The phase part is where the joiner falls in the unit clock (time since the newest unit landed
-    at its edge), and what depends on it:
+    The early part runs from the joiner's playlist request reaching its edge to the first unit's
+    first byte leaving it, measured from the moment the newest unit landed there (the joiner's
+    *phase* in the unit clock, uniform over a unit). It depends on the phase and the joiner's
+    round trip together:
 
-    * the burst that unit started: a joiner arriving while the edge still sends it to the
-      stream's viewers is answered when the burst ends (joiners pile up there);
-    * misses: a joiner's first unit is a miss when no viewer on the edge plays that rendition and
-      no earlier joiner of the same unit fetched it (an early joiner is more often first); a miss
-      costs `miss_s`, a round trip up the tiers, and two when the stream is cold on the edge.
+    * the playlist waits for the end of the burst the newest unit started on the edge (the
+      stream's viewers being served in turn); joiners pile up there;
+    * the first unit's request, a round trip later, waits behind the next unit's burst if it
+      comes during it;
+    * misses: the playlist when no one on the edge watches the stream (`cold`), the first unit
+      when no one plays its rendition there and no earlier joiner of the same unit fetched it
+      (an early joiner is more often first); they cost `cold_s` and `miss_s`.
 
-    The rest (round trips, propagation, the first unit's link time) does not depend on the phase,
-    so the two are convolved. With `with_phase` the phase itself counts (replay latency),
-    otherwise only the wait beyond it (join time).
+    The rest (propagation, the first unit's link time) is independent of both and convolved in.
+    With `latency` the part is the replay-latency share (first byte + half a round trip back),
+    otherwise the join-time share (connect, waits, request and answer: first byte - phase + two
+    round trips).
     """
 
     def __init__(
-        self, rest_s: np.ndarray, unit_s: float, miss_s: float, *, with_phase: bool
+        self,
+        rest_s: np.ndarray,
+        rtt_s: np.ndarray,
+        unit_s: float,
+        miss_s: float,
+        cold_s: float,
+        *,
+        request_rtts: float,
+        latency: bool,
     ) -> None:
         rest_s = np.atleast_2d(rest_s)
         self.unit_s = unit_s
         self.miss_s = miss_s
-        self.with_phase = with_phase
+        """A unit the edge lacks: a round trip to its parent (which has it from another edge)."""
+        self.cold_s = cold_s
+        """A playlist for a stream the edge does not carry: round trips up to the origin."""
+        self.request_rtts = request_rtts
+        """Round trips between the playlist's answer and the first unit's request (0 for push)."""
+        self.latency = latency
         self.step_s = unit_s / _PHASE_POINTS
-        self.phase_s = (np.arange(_PHASE_POINTS) + 0.5) * self.step_s
+        self.phase_s = ((np.arange(_PHASE_POINTS) + 0.5) * self.step_s)[:, None]
+        middle = 0.5 * (_RTT_QUANTILES[1:] + _RTT_QUANTILES[:-1])
+        self.rtt_s = np.quantile(rtt_s, middle)[None, :]
+        self.rtt_weight = np.diff(_RTT_QUANTILES)[None, :]
+        """Each round-trip point stands for a slice of the distribution, finer in the tail."""
         self.rest_low_s = float(rest_s.min())
         index = np.round((rest_s - self.rest_low_s) / self.step_s).astype(np.intp)
         width = int(index.max()) + 1
@@ -133,8 +159,11 @@ class JoinKernel:
 
     @property
     def low_s(self) -> float:
-        """No joiner is earlier than this (a burst or a miss only adds)."""
-        return self.rest_low_s + (float(self.phase_s[0]) if self.with_phase else 0.0)
+        """No joiner is earlier than this (bursts and misses only add)."""
+        early = self.phase_s[0, 0] + self.request_rtts * self.rtt_s.min() + 0.5 * self.rtt_s.min()
+        if not self.latency:
+            early = 2.0 * self.rtt_s.min()
+        return self.rest_low_s + float(early)
 
     def spread(
         self,
@@ -147,18 +176,18 @@ class JoinKernel:
         busy: np.ndarray,
         burst_s: np.ndarray,
     ) -> np.ndarray:
-        """Bucket probabilities (rows, classes, buckets) of shift + phase part + rest.
+        """Bucket probabilities (rows, classes, buckets) of shift + early part + rest.
 
         Per row (an edge group and a stream band): `shift_s` and `absent` (rows, classes): no one
         plays the joiner's first rendition on the edge; `cold`: no one watches the stream there;
-        `joining`: joiners per unit on one edge for one stream; `locked_s`: the burst the
-        stream's own newest unit makes; `busy`, `burst_s`: the chance a joiner meets another
-        stream's burst, and its length (the wait is then uniform over it).
+        `joining`: joiners per unit on one edge for one stream; `locked_s`: the burst each of the
+        stream's units makes on the edge as it lands; `busy`, `burst_s`: the chance a joiner
+        meets another stream's burst, and its length (the wait is then uniform over it).
         """
         rows, classes = shift_s.shape
         out = np.empty((rows, classes, grid.edges_s.size - 1))
         for r in range(rows):
-            pmf = self._phase_part(float(cold[r]), absent[r], float(joining[r]), float(locked_s[r]))
+            pmf = self._early(float(cold[r]), absent[r], float(joining[r]), float(locked_s[r]))
             pmf = fftconvolve(pmf, self._wait(float(busy[r]), float(burst_s[r]))[None, :], axes=1)
             pmf = fftconvolve(pmf, self.rest_pmf, axes=1)
             # Mass at grid point j sits at rest_low + j * step (+ the cell's shift).
@@ -171,25 +200,42 @@ class JoinKernel:
                 out[r, k] = np.maximum(np.diff(at), 0.0)
         return out
 
-    def _phase_part(
+    def _early(
         self, cold: float, absent: np.ndarray, joining: float, locked_s: float
     ) -> np.ndarray:
-        """Per class, the phase part on the grid: the phase (or the wait), plus misses."""
-        phase = self.phase_s
-        base = np.maximum(phase, locked_s) if self.with_phase else np.maximum(locked_s - phase, 0)
-        first = np.exp(-joining * phase / self.unit_s)
-        unit_miss = absent[:, None] * first[None, :]
-        weights = (
-            1.0 - unit_miss - cold * (1.0 - first),
-            unit_miss - cold * first + cold * (1.0 - first),
-            np.broadcast_to(cold * first, unit_miss.shape),
+        """Per class, the early part on the grid, over phases, round trips and misses."""
+        phase, rtt, miss, u = self.phase_s, self.rtt_s, self.miss_s, self.unit_s
+        first = np.exp(-joining * phase / u)[None, :, :]
+        """Chance the joiner is the first of its unit on the edge (no one fetched it yet)."""
+        lacks = absent[:, None, None]
+
+        def first_byte(playlist_s: np.ndarray, unit_miss: bool) -> np.ndarray:
+            asked = playlist_s + self.request_rtts * rtt
+            if unit_miss:
+                return asked + miss
+            behind = (asked >= u) & (asked < u + locked_s)
+            return np.where(behind, u + locked_s, asked)
+
+        answered = np.maximum(phase, locked_s)
+        outcomes = (
+            (first_byte(answered, False), 1.0 - lacks * first - cold * (1.0 - first)),
+            (first_byte(answered, True), (lacks - cold) * first),
+            (first_byte(answered + self.cold_s, False), cold * (1.0 - first) + 0.0 * lacks),
+            (first_byte(answered + self.cold_s, True), cold * first + 0.0 * lacks),
         )
-        width = int(np.ceil((base.max() + 2.0 * self.miss_s) / self.step_s)) + 2
+        shape = (absent.size, phase.size, rtt.size)
+        parts = []
+        for at_s, weight in outcomes:
+            value = at_s + 0.5 * rtt if self.latency else at_s - phase + 2.0 * rtt
+            index = np.round(np.broadcast_to(value, shape[1:]) / self.step_s).astype(np.intp)
+            w = np.maximum(weight, 0.0) * self.rtt_weight
+            w = np.broadcast_to(w, shape).reshape(absent.size, -1)
+            parts.append((index.ravel(), w))
+        width = max(int(index.max()) for index, _ in parts) + 1
         pmf = np.zeros((absent.size, width))
-        for misses, w in enumerate(weights):
-            index = np.round((base + misses * self.miss_s) / self.step_s).astype(np.intp)
-            for k, row in enumerate(np.maximum(w, 0.0)):
-                pmf[k] += np.bincount(index, weights=row, minlength=width)
+        for index, w in parts:
+            for k in range(absent.size):
+                pmf[k] += np.bincount(index, weights=w[k], minlength=width)
         return pmf / phase.size
 
     def _wait(self, busy: float, burst_s: float) -> np.ndarray:

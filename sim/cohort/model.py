@@ -45,6 +45,8 @@ _KERNEL_SAMPLES = 8192
 _WATCH_SAMPLES = 1_000_000
 _SHIFT_TOLERANCE_S = 1e-3
 _ABR_ROUNDS = 4
+_EXACT_SERVICE_SAMPLES = 4096
+_PHASES_PER_BAND = 32
 _KEY_SECONDS = 2e-3
 _KEY_PROBABILITY = 0.01
 _KEY_LOG_RATE = 0.05
@@ -76,19 +78,22 @@ class CohortModel:
         push = self.protocol == "http-flv"
         self.requests_per_unit = 0 if push else 2
         self.buffer_s = s.player.push_buffer_s if push else 0.0
-        # Round trips a viewer spends: before its first unit plays (join), inside its starting
-        # latency, and between a failed edge and the first unit from the next one.
-        self.join_rtts, self.latency_rtts, self.failover_rtts = (
-            (2.0, 0.5, 2.0) if push else (3.0, 1.5, 2.5)
-        )
+        self.failover_rtts = 2.0 if push else 2.5
+        """Round trips from reconnecting to a new edge to the first unit from it."""
 
-        # Tiers: per-node round trips drawn like the exact engine, propagation summed downwards.
+        # Common random numbers: the streams' clocks and the network's round trips are drawn
+        # first and in the exact engine's order, so both engines see them alike for one seed.
+        n_streams = s.hosts.count
+        self.stream_ingest_s = 0.5 * s.tiers[0].rtt_ms.sample(rng, n_streams) / 1e3
+        self.stream_start_s = rng.uniform(0.0, unit_s, n_streams)
+        """Capture time of each stream's first unit, modulo the unit clock."""
         self.tier_specs = s.tiers
         chain_s = np.zeros(1)
         chain_rtt_s = np.zeros(1)
         self.service_s: list[float] = []
         for i, tier in enumerate(s.tiers):
             rtt_s = tier.rtt_ms.sample(rng, tier.nodes) / 1e3
+            tier.request_ms.sample(rng, _EXACT_SERVICE_SAMPLES)  # the exact engine's next draw
             self.service_s.append(tier.request_ms.mean() / 1e3)
             if i > 0:
                 parent = np.arange(tier.nodes) % chain_s.size
@@ -97,21 +102,24 @@ class CohortModel:
             else:
                 chain_s, chain_rtt_s = np.zeros(tier.nodes), np.zeros(tier.nodes)
         edge_chain_s = chain_s
+        edge_rtt_s = rtt_s + self.service_s[-2] if len(s.tiers) > 1 else chain_rtt_s
         self.chain_s = float(edge_chain_s.mean())
 
-        classes = rate_classes(s, RATE_CLASSES, rng)
+        safety = s.player.abr_safety
+        classes = rate_classes(s, RATE_CLASSES, rng, self.rendition_bps / safety)
         self.rates_bps = classes.rate_bps
+        self.class_share = classes.share
         self.bands: StreamBands = stream_bands(s, MAX_BANDS)
         self.groups: EdgeGroups = edge_groups(s, rng)
-        G, H, K = self.groups.nodes.size, self.bands.streams.size, RATE_CLASSES
+        G, H, K = self.groups.nodes.size, self.bands.streams.size, self.rates_bps.size
         self.shape = (G, H, K)
         # The first unit: the lowest rendition (HLS, LL-HLS) or the one a push player picks.
-        safety = s.player.abr_safety
         self.push_rendition = np.clip(
             np.searchsorted(self.rendition_bps, safety * self.rates_bps, side="right") - 1, 0, None
         )
         first = self.push_rendition if push else np.zeros(K, dtype=np.intp)
         self.first_rendition = first
+        self.join_bits = self.unit_bits[first]
 
         # Per-viewer spread: phase against the unit clock, the viewer's round trips,
         # propagation to its edge, the host's ingest leg, the first unit over the access link.
@@ -119,30 +127,42 @@ class CohortModel:
         viewer_rtt_s = s.tiers[-1].rtt_ms.sample(rng, m) / 1e3
         phase_s = rng.uniform(0.0, unit_s, m)
         to_edge_s = edge_chain_s[rng.integers(0, edge_chain_s.size, m)]
-        miss_s = float(chain_rtt_s.mean())
+        miss_s = float(edge_rtt_s.mean())
+        cold_s = float(chain_rtt_s.mean())
         ingest_s = 0.5 * s.tiers[0].rtt_ms.sample(rng, m) / 1e3
         rate_s = classes.samples_bps[:, rng.integers(0, classes.samples_bps.shape[1], m)]
         first_link_s = self.unit_bits[first][:, None] / rate_s
         self.first_link_s = self.unit_bits[first] / self.rates_bps
         self.half_rtt_s = 0.5 * float(viewer_rtt_s.mean())
         self.ingest_s = float(ingest_s.mean())
+        request_rtts = 0.0 if push else 1.0
         self.join_kernel = JoinKernel(
-            self.latency_rtts * viewer_rtt_s + to_edge_s + ingest_s + first_link_s,
+            to_edge_s + ingest_s + first_link_s,
+            viewer_rtt_s,
             unit_s,
             miss_s,
-            with_phase=True,
+            cold_s,
+            request_rtts=request_rtts,
+            latency=True,
         )
         self.join_time_kernel = JoinKernel(
-            self.join_rtts * viewer_rtt_s + first_link_s, unit_s, miss_s, with_phase=False
+            first_link_s,
+            viewer_rtt_s,
+            unit_s,
+            miss_s,
+            cold_s,
+            request_rtts=request_rtts,
+            latency=False,
         )
-        self.failover_kernel = Kernel(
-            -phase_s + self.failover_rtts * viewer_rtt_s + to_edge_s + ingest_s
-        )
+        self._resume_rtt_s = self.failover_rtts * viewer_rtt_s
+        """Per-viewer part of the delay from reconnecting to the first unit from a new edge."""
         self.outage_kernel = Kernel(-phase_s + 0.5 * viewer_rtt_s + to_edge_s + ingest_s)
 
         top_bits = float(self.unit_bits.max())
         upload_s = top_bits / (s.hosts.uplink_mbps * 1e6)
         self.publish_lag_s = unit_s + s.stream.encoder_delay_s + upload_s
+        self.stream_lag_s = self.publish_lag_s + self.stream_ingest_s
+        """Per stream: capture of a unit's first frame to its arrival at the origin."""
         """Capture of a unit's first frame to its arrival at the origin, less the ingest leg."""
         self.uplink_drift = max(0.0, upload_s / unit_s - 1.0)
         """An uplink slower than the top rendition falls further behind every unit."""
@@ -160,6 +180,8 @@ class CohortModel:
         self.edge_factor = np.ones(G)
         self.tier_alive = [float(t.nodes) for t in s.tiers]
         self.tier_factor = [1.0] * len(s.tiers)
+        self._egress_shift: dict[int, float] = {}
+        """Edge egress moved between steps by failovers (step -> bits added or removed)."""
         self.stranded_since: float | None = None
         """When the last edge died with viewers on it (they wait for one to come back)."""
         self.outage_since: dict[int, float] = {}
@@ -171,22 +193,31 @@ class CohortModel:
         self.edge_backlog_work_s = np.zeros(G)
         self.tier_backlog_bits = np.zeros(len(s.tiers))
         self.edge_delay_s = np.zeros((G, H))
+        """Queueing at the edge before a viewer's turn in a burst (backlog, own service)."""
+        self.edge_burst_s = np.zeros((G, H))
+        """How long an edge takes to send a newly landed unit to all of a stream's viewers."""
         self.join_delay_s = np.zeros(G)
         self.join_lock_s = np.zeros((G, H))
         self.join_busy = np.zeros((G, H))
         self.join_burst_s = np.zeros((G, H))
         self.upper_delay_s = np.zeros(H)
+        """Service and backlog at the tiers above the edges, per band."""
+        self.upper_burst_s = np.zeros(H)
+        """How long the tiers above take to send a unit to all the nodes that wait for it."""
 
         self._arrivals = expected_arrivals(s.audience, duration_s, self.step_edges_s)
         self._departure_hazard = self._hazard()
         self._profile = np.zeros((G, H, K, self.grid.size))
         """Where a joiner's starting latency falls, per cell (recomputed when it moves)."""
         self._join_profile = np.zeros((G, H, K, self.join_grid.size))
+        self._join_stall = np.zeros((G, H, K))
+        """Rebuffering per joiner when it catches up, per cell (seconds)."""
         self._profile_key: np.ndarray | None = None
         """The join conditions each (group, band) row's profiles were computed for."""
         self._profile_floor = self.grid.size - 1
         self._last_joins = np.zeros((G, H))
         self._catch_up = np.zeros((G, H, self.unit_bits.size))
+        self._catch_up_above = np.zeros((H, self.unit_bits.size))
         """Fetches of hold-back units by the first joiners of streams new to an edge."""
 
         # Measurements.
@@ -283,16 +314,43 @@ class CohortModel:
         self.stranded_since = None
         reconnect_s = self.scenario.player.reconnect_s
         shift = (
-            self._lag_s(now)[None, :, None]
-            + self.upper_delay_s[None, :, None]
+            self.upper_delay_s[None, :, None]
             + reconnect_s
             + stranded_s
             + self.join_delay_s[self.alive].mean()
             + self.unit_bits[self.rendition[moving]] / self.rates_bps
         )
-        cdf = self.failover_kernel.cdf_at_edges(self.grid, shift)
-        new, stall = max_with(self.grid, self.counts[moving], cdf)
+        # Each viewer resumes with the unit it was waiting for: the next to land after `now`
+        # on its stream's clock.
+        capture_to_landing_s = self.stream_lag_s + self.chain_s
+        wait_s = (self.stream_start_s + capture_to_landing_s - now) % self.unit_s
+        behind_s = capture_to_landing_s - wait_s
+        """Per stream: now minus the capture of that unit."""
+        new = np.empty_like(self.counts[moving])
+        stall = np.zeros(new.shape[:-1])
+        weights = self.scenario.hosts.popularity.weights(self.scenario.hosts.count)
+        for h in range(self.bands.streams.size):
+            mine = np.flatnonzero(self.bands.band_of == h)
+            picked = self.rng.choice(
+                mine, self._resume_rtt_s.size, p=weights[mine] / weights[mine].sum()
+            )
+            kernel = Kernel(behind_s[picked] + self._resume_rtt_s)
+            cdf = kernel.cdf_at_edges(self.grid, shift[:, h, :])
+            new[:, h], stall[:, h] = max_with(self.grid, self.counts[moving][:, h], cdf)
         self._rebuffer(float(stall.sum()), now + reconnect_s)
+        # They receive nothing while they reconnect, then the units they missed at once.
+        moved_bits = float(
+            (
+                self.viewers[moving] * (self.unit_bits[self.rendition[moving]] + self.playlist_bits)
+            ).sum()
+        )
+        t = int(np.searchsorted(self.step_edges_s, now, side="right")) - 1
+        back = int(np.searchsorted(self.step_edges_s, now + reconnect_s, side="right")) - 1
+        for step in range(t + 1, min(back, self.n_steps - 1) + 1):
+            self._egress_shift[step] = self._egress_shift.get(step, 0.0) - moved_bits
+        if t + 1 <= back < self.n_steps:
+            missed = moved_bits * (back - t)
+            self._egress_shift[back] = self._egress_shift.get(back, 0.0) + missed
         share = self.groups.nodes * self.alive
         share = share / share.sum()
         self.counts[self.alive] += share[self.alive, None, None, None] * new.sum(axis=0)
@@ -379,23 +437,37 @@ class CohortModel:
         )
         self.edge_backlog_work_s = np.maximum(0.0, self.edge_backlog_work_s + work_s - dt)
         carried_s = self.edge_backlog_bits / cap_bps + self.edge_backlog_work_s
-        # A unit lands for all of one stream's viewers on an edge at once; they are served in turn.
         band_viewers = n.sum(axis=2)
-        per_stream = band_viewers * per_node[:, None] / self.bands.streams[None, :]
         mean_bits = cell_bits.sum(axis=2) / np.maximum(band_viewers, 1e-12)
-        burst_s = per_stream * np.maximum(
+        one_s = np.maximum(
             mean_bits / cap_bps[:, None], self.requests_per_unit * service_s / edge.workers
         )
-        self.edge_delay_s = carried_s[:, None] + 0.5 * burst_s + self.requests_per_unit * service_s
-        # A unit's burst starts as it lands: a joiner of that stream arriving before it ends
-        # waits for the end (`join_lock_s`); other streams' bursts come at random phases.
-        # Beyond one unit the edge never drains: the backlog carried over accounts for that.
-        burst_s = np.minimum(burst_s, dt)
-        self.join_lock_s = burst_s
-        others_s = (self.bands.streams[None, :] * burst_s).sum(axis=1, keepdims=True) - burst_s
-        self.join_busy = np.clip(others_s / dt, 0.0, 1.0)
-        weighted = (self.bands.streams[None, :] * burst_s**2).sum(axis=1, keepdims=True)
-        self.join_burst_s = (weighted - burst_s**2) / np.maximum(others_s, 1e-12)
+        """One viewer's turn at the edge."""
+        own_s = self.requests_per_unit * service_s
+        if self.protocol == "hls":
+            # Polling viewers ask at their own phases: no bursts, the edge is busy at random.
+            self.edge_delay_s = carried_s[:, None] + 0.5 * one_s + own_s
+            self.join_lock_s = np.zeros_like(one_s)
+            self.join_busy = np.broadcast_to(
+                np.clip(offered_bits / (cap_bps * dt), 0.0, 1.0)[:, None], one_s.shape
+            )
+            self.join_burst_s = one_s
+        else:
+            # A unit lands for all of a stream's viewers on an edge at once (their requests are
+            # held there), and they are served in turn: a burst.
+            per_stream = band_viewers * per_node[:, None] / self.bands.streams[None, :]
+            burst_s = per_stream * one_s
+            self.edge_delay_s = carried_s[:, None] + own_s + np.zeros_like(burst_s)
+            # A joiner of the stream arriving before its burst ends waits for the end
+            # (`join_lock_s`); other streams' bursts come at random phases. Beyond one unit the
+            # edge never drains: the backlog carried over accounts for that.
+            burst_s = np.minimum(burst_s, dt)
+            self.edge_burst_s = burst_s
+            self.join_lock_s = burst_s
+            others_s = (self.bands.streams[None, :] * burst_s).sum(axis=1, keepdims=True) - burst_s
+            self.join_busy = np.clip(others_s / dt, 0.0, 1.0)
+            weighted = (self.bands.streams[None, :] * burst_s**2).sum(axis=1, keepdims=True)
+            self.join_burst_s = (weighted - burst_s**2) / np.maximum(others_s, 1e-12)
         self.join_delay_s = carried_s + service_s
 
         edge_fetches = self._fetch_up(t)
@@ -404,10 +476,11 @@ class CohortModel:
         self._steady_stalls(float(self.step_edges_s[t]))
 
         last = len(self.scenario.tiers) - 1
-        self._add_bins(self.egress_bins[last], t, float(cell_bits.sum()))
+        shifted = self._egress_shift.pop(t, 0.0)
+        self._add_bins(self.egress_bins[last], t, max(0.0, float(cell_bits.sum()) + shifted))
         self._add_bins(self.request_bins[last], t, float(n.sum()) * self.requests_per_unit)
         self._add_bins(self.node_bits_bins[last], t, float(offered_bits.max(initial=0.0)))
-        self._add_bins(self.fetched_bins[last], t, float((edge_fetches @ self.unit_bits).sum()))
+        self._add_fetched(self.fetched_bins[last], t, (edge_fetches @ self.unit_bits).sum(axis=0))
         self.cache_requests[last] += float(n.sum())
         self.fetches[last] += float(edge_fetches.sum())
 
@@ -428,8 +501,8 @@ class CohortModel:
             axis=-1,
         )
         # Joiners' first units, and on an edge new to the stream the rest of the hold-back.
-        first_share = (
-            np.bincount(self.first_rendition, minlength=self.unit_bits.size) / RATE_CLASSES
+        first_share = np.bincount(
+            self.first_rendition, weights=self.class_share, minlength=self.unit_bits.size
         )
         wanted += self._last_joins[:, :, None] * first_share
         extra = self._catch_up
@@ -438,7 +511,10 @@ class CohortModel:
         edge_fetches = edges * streams[None, :, None] * _fetches(per_object, tiers[-1].coalescing)
         edge_fetches += extra
         below = edge_fetches.sum(axis=0)
+        # A stream's objects go to one node per tier: that node fetches one when any edge asked.
+        asked = -np.expm1(-(edges * per_object).sum(axis=0))
         upper_delay_s = np.zeros(streams.size)
+        upper_burst_s = np.zeros(streams.size)
         for i in range(len(tiers) - 2, -1, -1):
             tier = tiers[i]
             stream_bits = (below @ self.unit_bits) / streams
@@ -447,18 +523,23 @@ class CohortModel:
             cap_bps = tier.egress_gbps * 1e9 * self.tier_factor[i]
             backlog = max(0.0, self.tier_backlog_bits[i] + total_bits / nodes - cap_bps * dt)
             self.tier_backlog_bits[i] = backlog
-            upper_delay_s += self.service_s[i] + (backlog + 0.5 * stream_bits) / cap_bps
+            upper_delay_s += self.service_s[i] + backlog / cap_bps
+            upper_burst_s += np.minimum(stream_bits / cap_bps, dt)
             node_bits = max(total_bits / nodes, float(stream_bits.max(initial=0.0)))
-            self._add_bins(self.egress_bins[i], t, total_bits)
-            self._add_bins(self.request_bins[i], t, float(below.sum()))
-            self._add_bins(self.node_bits_bins[i], t, node_bits)
+            band_bits = stream_bits * streams
+            self._add_fetched(self.egress_bins[i], t, band_bits)
+            self._add_fetched(self.request_bins[i], t, below.sum(axis=1))
+            if total_bits > 0.0:
+                self._add_fetched(self.node_bits_bins[i], t, band_bits * node_bits / total_bits)
             self.cache_requests[i] += float(below.sum())
-            own = streams[:, None] * _fetches(below / streams[:, None], i == 0 or tier.coalescing)
+            own = streams[:, None] * asked if (i == 0 or tier.coalescing) else below
+            own = own + self._catch_up_above
             self.fetches[i] += float(own.sum())
             if i > 0:
-                self._add_bins(self.fetched_bins[i], t, float((own @ self.unit_bits).sum()))
+                self._add_fetched(self.fetched_bins[i], t, own @ self.unit_bits)
             below = own
         self.upper_delay_s = upper_delay_s
+        self.upper_burst_s = upper_burst_s
         return edge_fetches
 
     def _adapt(self) -> None:
@@ -526,10 +607,15 @@ class CohortModel:
         self.sessions += arriving
         self._last_joins = np.zeros(self.shape[:2])
         self._catch_up = np.zeros_like(self._catch_up)
+        self._catch_up_above = np.zeros_like(self._catch_up_above)
         if arriving == 0 or not self.alive.any():
             return
         share = self.groups.nodes * self.alive
-        p = (share / share.sum())[:, None, None] * self.bands.share[None, :, None] / RATE_CLASSES
+        p = (
+            (share / share.sum())[:, None, None]
+            * self.bands.share[None, :, None]
+            * self.class_share[None, None, :]
+        )
         joins = self.rng.multinomial(arriving, np.broadcast_to(p, self.shape).ravel())
         joins = joins.reshape(self.shape)
 
@@ -553,21 +639,41 @@ class CohortModel:
             * (self.bands.share / self.bands.streams)[None, :]
         )
         start = self._lag_s(now)[None, :, None] + (self.hold_back - 1) * self.unit_s + served_s
-        self._refresh_profiles(start, served_s, cold, absent, joining)
+        # Once caught up, a joiner's requests are held at the edge behind everyone else's: its
+        # units come at the end of the edge's burst, its edge somewhere in the bursts above.
+        if self.protocol == "hls":
+            caught_up_s = np.zeros(self.shape)
+        else:
+            caught_up_s = self._delivery_s(now) + self.edge_burst_s[:, :, None]
+        self._refresh_profiles(start, served_s, cold, absent, joining, caught_up_s)
         self.counts += joins[..., None] * self._profile
+        self._rebuffer(float((joins * self._join_stall).sum()), now)
         self.viewers += joins
         self.join_counts += np.tensordot(joins, self._join_profile, axes=3)
         self.floor_bucket = min(self.floor_bucket, self._profile_floor)
         self._last_joins = joins.sum(axis=2)
+        # Edges (and tiers above) new to a stream also fetch the rest of the hold-back.
         warmed = objects * cold * -np.expm1(-self._last_joins / objects)
+        streams = self.bands.streams
+        band_joins = self._last_joins.sum(axis=0)
+        cold_above = np.exp(-(self.viewers.sum(axis=(0, 2)) - band_joins) / streams)
+        warmed_above = streams * cold_above * -np.expm1(-band_joins / streams)
         by_class = joins / np.maximum(self._last_joins[..., None], 1e-12)
         for r in range(self.unit_bits.size):
             share_r = (by_class * (self.rendition == r)).sum(axis=2)
             self._catch_up[..., r] = warmed * share_r * (self.hold_back - 1)
+            band_share_r = (joins * (self.rendition == r)).sum(axis=(0, 2)) / np.maximum(
+                band_joins, 1e-12
+            )
+            self._catch_up_above[:, r] = warmed_above * band_share_r * (self.hold_back - 1)
 
         last = len(self.scenario.tiers) - 1
         self._add_bins(self.request_bins[last], t, float(arriving))
-        self._add_bins(self.egress_bins[last], t, arriving * self.playlist_bits)
+        # Joiners also fetch the hold-back ahead of what they play: units they will not play if
+        # they leave (the first one at its own rendition).
+        ahead_bits = (self.hold_back - 2) * self.unit_bits[self.rendition] + self.join_bits
+        extra_bits = float((joins * ahead_bits).sum())
+        self._add_bins(self.egress_bins[last], t, arriving * self.playlist_bits + extra_bits)
 
     def _refresh_profiles(
         self,
@@ -576,19 +682,23 @@ class CohortModel:
         cold: np.ndarray,
         absent: np.ndarray,
         joining: np.ndarray,
+        caught_up_s: np.ndarray,
     ) -> None:
         """Recompute where joiners land, for the (group, band) rows whose conditions moved."""
         G, H, K = self.shape
         rows = G * H
+        upper_burst_s = np.broadcast_to(self.upper_burst_s[None, :], (G, H))
         per_row = (
             (start_s.reshape(rows, K), _KEY_SECONDS),
             (served_s.reshape(rows, K), _KEY_SECONDS),
+            (caught_up_s.reshape(rows, K), _KEY_SECONDS),
             (absent.reshape(rows, K), _KEY_PROBABILITY),
             (cold.reshape(rows, 1), _KEY_PROBABILITY),
             (np.log1p(joining).reshape(rows, 1), _KEY_LOG_RATE),
             (self.join_lock_s.reshape(rows, 1), _KEY_SECONDS),
             (self.join_busy.reshape(rows, 1), _KEY_PROBABILITY),
             (self.join_burst_s.reshape(rows, 1), _KEY_SECONDS),
+            (upper_burst_s.reshape(rows, 1), _KEY_SECONDS),
         )
         key = np.concatenate([values for values, _ in per_row], axis=1)
         tolerance = np.concatenate([np.full(values.shape[1], tol) for values, tol in per_row])
@@ -608,10 +718,14 @@ class CohortModel:
             self.join_busy.reshape(rows)[changed],
             self.join_burst_s.reshape(rows)[changed],
         )
+        started = self.join_kernel.spread(self.grid, start_s.reshape(rows, K)[changed], *args)
+        # The first units held at the edge: a stall when they come later than the start allows.
+        lowest = caught_up_s.reshape(rows, K)[changed][..., None]
+        width = np.maximum(upper_burst_s.reshape(rows)[changed], 1e-9)[:, None, None]
+        later = np.clip((self.grid.edges_s - lowest) / width, 0.0, 1.0)
         latency = self._profile.reshape(rows, K, -1)
-        latency[changed] = self.join_kernel.spread(
-            self.grid, start_s.reshape(rows, K)[changed], *args
-        )
+        latency[changed], stall = max_with(self.grid, started, later)
+        self._join_stall.reshape(rows, K)[changed] = stall
         join = self._join_profile.reshape(rows, K, -1)
         join[changed] = self.join_time_kernel.spread(
             self.join_grid, served_s.reshape(rows, K)[changed], *args
@@ -626,25 +740,49 @@ class CohortModel:
 
     def _add_bins(self, into: np.ndarray, t: int, value: float) -> None:
         """Add a step's amount to the time bins it overlaps, in proportion."""
-        b0, b1, first = self._step_bins[t]
-        into[b0] += value * first
-        if b1 != b0:
-            into[b1] += value * (1.0 - first)
+        bins, share = self._step_bins[t]
+        into[bins] += value * share
+
+    def _add_fetched(self, into: np.ndarray, t: int, per_band: np.ndarray) -> None:
+        """Add a step's fetch traffic per band: spread over the step, or for classic HLS (a step
+        is a whole segment) at the moments the bands' streams publish, when edges fetch."""
+        if self.protocol != "hls":
+            self._add_bins(into, t, float(per_band.sum()))
+            return
+        t0 = float(self.step_edges_s[t])
+        for value, phases in zip(per_band, self._band_phases, strict=True):
+            if value <= 0.0:
+                continue
+            at = np.minimum(
+                ((t0 + phases * self.unit_s) / self.bin_s).astype(np.intp), self.n_bins - 1
+            )
+            np.add.at(into, at, value / phases.size)
 
     def _layout_bins(self) -> None:
         edges = self.step_edges_s
-        self._step_bins: list[tuple[int, int, float]] = []
         last = self.n_bins - 1
+        self._step_bins: list[tuple[np.ndarray, np.ndarray]] = []
         for t in range(self.n_steps):
             t0, t1 = float(edges[t]), float(edges[t + 1])
             b0 = min(int(t0 / self.bin_s), last)
             b1 = min(int(max(t0, t1 - 1e-12) / self.bin_s), last)
-            split_s = (b0 + 1) * self.bin_s
-            first = 1.0 if b1 == b0 or t1 <= t0 else (split_s - t0) / (t1 - t0)
-            self._step_bins.append((b0, b1, first))
+            bins = np.arange(b0, b1 + 1)
+            lo = np.maximum(bins * self.bin_s, t0)
+            hi = np.minimum((bins + 1) * self.bin_s, t1)
+            hi[-1] = max(hi[-1], t1)  # the last bin takes what is past the run's end
+            span = np.maximum(hi - lo, 0.0)
+            share = span / span.sum() if span.sum() > 0 else np.eye(1, bins.size).ravel()
+            self._step_bins.append((bins, share))
         starts = np.arange(self.n_bins) * self.bin_s
         owner = np.clip(np.searchsorted(edges, starts, side="right") - 1, 0, self.n_steps - 1)
         self._bins_starting: list[list[int]] = [[] for _ in range(self.n_steps)]
+        # Each band's streams publish at their own phases of the segment clock.
+        self._band_phases = [
+            self.rng.random(int(m))
+            if m <= _PHASES_PER_BAND
+            else (np.arange(_PHASES_PER_BAND) + 0.5) / _PHASES_PER_BAND
+            for m in self.bands.streams
+        ]
         for b, t in enumerate(owner):
             self._bins_starting[int(t)].append(b)
 

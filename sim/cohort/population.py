@@ -10,6 +10,7 @@ viewer (round trip, phase against the part clock) is a per-viewer spread carried
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 
@@ -20,19 +21,34 @@ _RATE_SAMPLES = 65_536
 
 @dataclass(frozen=True)
 class RateClasses:
-    """Viewers split into equally likely classes by access rate."""
+    """Viewers split into classes by access rate."""
 
     rate_bps: np.ndarray
     """A representative rate per class (the class's median)."""
+    share: np.ndarray
+    """Share of viewers in each class."""
     samples_bps: np.ndarray
     """Shape (classes, n): rates drawn within each class, for per-viewer spread."""
 
 
-def rate_classes(scenario: Scenario, n_classes: int, rng: np.random.Generator) -> RateClasses:
+def rate_classes(
+    scenario: Scenario, n_classes: int, rng: np.random.Generator, thresholds_bps: np.ndarray
+) -> RateClasses:
+    """`n_classes` equally likely classes, also cut at `thresholds_bps` (where players switch
+    renditions) so that every viewer of a class settles on the same rendition."""
     rates = np.sort(scenario.audience.last_mile_mbps.sample(rng, _RATE_SAMPLES) * 1e6)
-    per_class = _RATE_SAMPLES // n_classes
-    samples = rates[: per_class * n_classes].reshape(n_classes, per_class)
-    return RateClasses(rate_bps=np.median(samples, axis=1), samples_bps=samples)
+    cuts = np.linspace(0, rates.size, n_classes + 1).round().astype(np.intp)
+    at_thresholds = np.searchsorted(rates, thresholds_bps)
+    cuts = np.unique(np.concatenate((cuts, at_thresholds)))
+    cuts = cuts[(cuts >= 0) & (cuts <= rates.size)]
+    slices = [rates[a:b] for a, b in pairwise(cuts) if b > a]
+    per_class = 2048
+    samples = np.stack([rng.choice(part, per_class) for part in slices])
+    return RateClasses(
+        rate_bps=np.array([np.median(part) for part in slices]),
+        share=np.array([part.size for part in slices], dtype=float) / rates.size,
+        samples_bps=samples,
+    )
 
 
 @dataclass(frozen=True)
@@ -46,6 +62,8 @@ class StreamBands:
     origin_down: np.ndarray
     """Shape (bands, faults): whether the band's streams sit on an origin node of each
     origin-down fault (a band is split so that this is all or nothing)."""
+    band_of: np.ndarray
+    """The band of each stream."""
 
 
 def stream_bands(scenario: Scenario, max_bands: int) -> StreamBands:
@@ -67,6 +85,7 @@ def stream_bands(scenario: Scenario, max_bands: int) -> StreamBands:
         streams=np.bincount(inverse, minlength=keys.shape[1]).astype(float),
         share=np.bincount(inverse, weights=weights, minlength=keys.shape[1]),
         origin_down=keys[1:, :].T.astype(bool),
+        band_of=inverse,
     )
 
 
