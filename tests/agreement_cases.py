@@ -8,11 +8,11 @@ from pathlib import Path
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 
 CASES: dict[str, list[str]] = {
-    "quickstart": ["audience.peak_viewers=10000", "tier.1.nodes=26"],
+    "quickstart": ["audience.peak_viewers=10000", "tier.1.nodes=40"],
     "hls-classic": ["audience.peak_viewers=10000", "tier.1.nodes=20"],
     "push-flv": ["audience.peak_viewers=8000", "tier.1.nodes=16", "scenario.duration_s=120"],
     "edge-failure": ["audience.peak_viewers=10000", "tier.2.nodes=40", "fault.0.count=10"],
-    "flash-sale-backends": ["audience.peak_viewers=10000", "tier.1.nodes=26"],
+    "flash-sale-backends": ["audience.peak_viewers=10000", "tier.1.nodes=40"],
     "kardashian-launch": [
         "audience.peak_viewers=13000",
         "tier.2.nodes=6",
@@ -31,6 +31,7 @@ CASES: dict[str, list[str]] = {
     ],
     "singles-day-peak": [
         "audience.peak_viewers=10000",
+        "hosts.count=20",
         "tier.2.nodes=20",
         "scenario.duration_s=120",
         "audience.ramp_s=40",

@@ -1,4 +1,4 @@
-"""Bits and viewer-seconds add up in the exact engine, on shipped scenarios scaled down."""
+"""Bits and viewer-seconds add up in both engines, on shipped scenarios scaled down."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sim.cohort.model import run_cohort
 from sim.exact.model import run_exact
 from sim.exact.schedule import unit_layout
 from sim.measurements import Measurements, merge_replications
@@ -38,10 +39,18 @@ def _in_flight_bound_bits(scenario: Scenario, child_nodes: int) -> float:
     return child_nodes * scenario.hosts.count * unit_bits
 
 
-@pytest.fixture(scope="module", params=list(CASES))
+ENGINES = {"exact": run_exact, "cohort": run_cohort}
+
+
+@pytest.fixture(
+    scope="module",
+    params=[(name, engine) for name in CASES for engine in ENGINES],
+    ids=lambda p: f"{p[0]}-{p[1]}",
+)
 def run(request: pytest.FixtureRequest) -> tuple[Scenario, Measurements]:
-    scenario = _scenario(request.param)
-    return scenario, run_exact(scenario, np.random.default_rng(scenario.scenario.seed))
+    name, engine = request.param
+    scenario = _scenario(name)
+    return scenario, ENGINES[engine](scenario, np.random.default_rng(scenario.scenario.seed))
 
 
 def test_first_tier_fetches_nothing_from_a_parent(run: tuple[Scenario, Measurements]) -> None:

@@ -598,7 +598,7 @@ class CohortModel:
         total = float(self.viewers.sum())
         self.watched_s += total * (self.step_edges_s[t + 1] - self.step_edges_s[t])
         for b in self._bins_starting[t]:
-            self.viewer_bins[b] = total
+            self.viewer_bins[b] = round(total)  # a whole number, less float drift
 
     def _join(self, t: int) -> None:
         now = float(self.step_edges_s[t])
