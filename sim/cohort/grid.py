@@ -205,8 +205,8 @@ class JoinKernel:
     ) -> np.ndarray:
         """Per class, the early part on the grid, over phases, round trips and misses."""
         phase, rtt, miss, u = self.phase_s, self.rtt_s, self.miss_s, self.unit_s
+        # The chance a joiner is the first of its unit on the edge (no one fetched it yet).
         first = np.exp(-joining * phase / u)[None, :, :]
-        """Chance the joiner is the first of its unit on the edge (no one fetched it yet)."""
         lacks = absent[:, None, None]
 
         def first_byte(playlist_s: np.ndarray, unit_miss: bool) -> np.ndarray:

@@ -324,8 +324,7 @@ class CohortModel:
         # on its stream's clock.
         capture_to_landing_s = self.stream_lag_s + self.chain_s
         wait_s = (self.stream_start_s + capture_to_landing_s - now) % self.unit_s
-        behind_s = capture_to_landing_s - wait_s
-        """Per stream: now minus the capture of that unit."""
+        behind_s = capture_to_landing_s - wait_s  # per stream: now minus that unit's capture
         new = np.empty_like(self.counts[moving])
         stall = np.zeros(new.shape[:-1])
         weights = self.scenario.hosts.popularity.weights(self.scenario.hosts.count)
@@ -439,10 +438,10 @@ class CohortModel:
         carried_s = self.edge_backlog_bits / cap_bps + self.edge_backlog_work_s
         band_viewers = n.sum(axis=2)
         mean_bits = cell_bits.sum(axis=2) / np.maximum(band_viewers, 1e-12)
+        # One viewer's turn at the edge: its bits on the link, or its requests on the workers.
         one_s = np.maximum(
             mean_bits / cap_bps[:, None], self.requests_per_unit * service_s / edge.workers
         )
-        """One viewer's turn at the edge."""
         own_s = self.requests_per_unit * service_s
         if self.protocol == "hls":
             # Polling viewers ask at their own phases: no bursts, the edge is busy at random.
