@@ -42,42 +42,18 @@ class LatencyGrid:
         """A value inside each bucket (its geometric middle)."""
         self.size = size
 
-    def bucket(self, value_s: np.ndarray) -> np.ndarray:
-        """Index of the bucket holding each value (clamped to the grid)."""
-        i = np.searchsorted(self.edges_s, value_s, side="right") - 1
-        return np.clip(i, 0, self.size - 1)
-
 
 class Kernel:
-    """The distribution of a per-viewer delay, per viewer class, held as sorted samples.
-
-    `samples_s` has shape (classes, n); a kernel of one class applies to every class.
-    """
+    """The distribution of a per-viewer delay, held as samples."""
 
     def __init__(self, samples_s: np.ndarray) -> None:
-        self.samples_s = np.sort(np.atleast_2d(np.asarray(samples_s, dtype=float)), axis=-1)
-
-    @property
-    def low_s(self) -> float:
-        return float(self.samples_s[:, 0].min())
+        self.samples_s = np.sort(np.asarray(samples_s, dtype=float))
 
     def cdf_at_edges(self, grid: LatencyGrid, shift_s: np.ndarray) -> np.ndarray:
-        """P(shift + Y <= edge) for shifts of shape (..., classes), edges on a new last axis."""
-        out = np.empty((*shift_s.shape, grid.edges_s.size))
-        n = self.samples_s.shape[1]
-        single = self.samples_s.shape[0] == 1
-        for k in range(shift_s.shape[-1]):
-            y = grid.edges_s - shift_s[..., k, None]
-            below = np.searchsorted(self.samples_s[0 if single else k], y.ravel(), side="right")
-            out[..., k, :] = below.reshape(y.shape) / n
-        return out
-
-    def spread(self, grid: LatencyGrid, shift_s: np.ndarray) -> np.ndarray:
-        """Probability of each bucket for shift + Y; mass off the grid goes to the end buckets."""
-        cdf = self.cdf_at_edges(grid, shift_s)
-        cdf[..., 0] = 0.0
-        cdf[..., -1] = 1.0
-        return np.diff(cdf, axis=-1)
+        """P(shift + Y <= edge) for shifts of any shape, bucket edges on a new last axis."""
+        y = grid.edges_s - shift_s[..., None]
+        below = np.searchsorted(self.samples_s, y.ravel(), side="right")
+        return below.reshape(y.shape) / self.samples_s.size
 
 
 def max_with(

@@ -32,7 +32,13 @@ from scipy.signal import fftconvolve
 from sim.audience import expected_arrivals
 from sim.cohort.grid import JoinKernel, Kernel, LatencyGrid, max_with, step_cdf
 from sim.cohort.population import EdgeGroups, StreamBands, edge_groups, rate_classes, stream_bands
-from sim.exact.schedule import PRE_ROLL_S, hold_back_units, playlist_bytes, unit_layout
+from sim.exact.schedule import (
+    PRE_ROLL_S,
+    draw_network,
+    hold_back_units,
+    playlist_bytes,
+    unit_layout,
+)
 from sim.measurements import Measurements, TierMeasurements
 from sim.metrics import Histogram, choose_bin_s
 from sim.scenario import Fault, Scenario
@@ -43,9 +49,7 @@ GRID_BUCKETS = 256
 JOIN_BUCKETS = 384
 _KERNEL_SAMPLES = 8192
 _WATCH_SAMPLES = 1_000_000
-_SHIFT_TOLERANCE_S = 1e-3
 _ABR_ROUNDS = 4
-_EXACT_SERVICE_SAMPLES = 4096
 _PHASES_PER_BAND = 32
 _KEY_SECONDS = 2e-3
 _KEY_PROBABILITY = 0.01
@@ -81,26 +85,22 @@ class CohortModel:
         self.failover_rtts = 2.0 if push else 2.5
         """Round trips from reconnecting to a new edge to the first unit from it."""
 
-        # Common random numbers: the streams' clocks and the network's round trips are drawn
-        # first and in the exact engine's order, so both engines see them alike for one seed.
-        n_streams = s.hosts.count
-        self.stream_ingest_s = 0.5 * s.tiers[0].rtt_ms.sample(rng, n_streams) / 1e3
-        self.stream_start_s = rng.uniform(0.0, unit_s, n_streams)
+        # The streams' clocks and the network as the exact engine draws them for this seed.
+        network = draw_network(s, rng)
+        self.stream_ingest_s = 0.5 * network.ingest_rtt_s
+        self.stream_start_s = network.phase_s
         """Capture time of each stream's first unit, modulo the unit clock."""
         self.tier_specs = s.tiers
         chain_s = np.zeros(1)
         chain_rtt_s = np.zeros(1)
-        self.service_s: list[float] = []
-        for i, tier in enumerate(s.tiers):
-            rtt_s = tier.rtt_ms.sample(rng, tier.nodes) / 1e3
-            tier.request_ms.sample(rng, _EXACT_SERVICE_SAMPLES)  # the exact engine's next draw
-            self.service_s.append(tier.request_ms.mean() / 1e3)
+        self.service_s = [tier.request_ms.mean() / 1e3 for tier in s.tiers]
+        for i, rtt_s in enumerate(network.rtt_s):
             if i > 0:
-                parent = np.arange(tier.nodes) % chain_s.size
+                parent = np.arange(rtt_s.size) % chain_s.size
                 chain_s = chain_s[parent] + 0.5 * rtt_s
                 chain_rtt_s = chain_rtt_s[parent] + rtt_s
             else:
-                chain_s, chain_rtt_s = np.zeros(tier.nodes), np.zeros(tier.nodes)
+                chain_s, chain_rtt_s = np.zeros(rtt_s.size), np.zeros(rtt_s.size)
         edge_chain_s = chain_s
         edge_rtt_s = rtt_s + self.service_s[-2] if len(s.tiers) > 1 else chain_rtt_s
         self.chain_s = float(edge_chain_s.mean())
@@ -132,7 +132,6 @@ class CohortModel:
         ingest_s = 0.5 * s.tiers[0].rtt_ms.sample(rng, m) / 1e3
         rate_s = classes.samples_bps[:, rng.integers(0, classes.samples_bps.shape[1], m)]
         first_link_s = self.unit_bits[first][:, None] / rate_s
-        self.first_link_s = self.unit_bits[first] / self.rates_bps
         self.half_rtt_s = 0.5 * float(viewer_rtt_s.mean())
         self.ingest_s = float(ingest_s.mean())
         request_rtts = 0.0 if push else 1.0

@@ -13,17 +13,20 @@ from typing import Any
 import numpy as np
 import simpy
 
-from relay.core.playlist import render_playlist
-from relay.core.stream import LiveStream
 from sim.audience import Arrivals, draw_arrivals
 from sim.exact.node import Node, OriginNode
-from sim.exact.schedule import Schedule, build_schedule
+from sim.exact.schedule import (
+    Schedule,
+    build_schedule,
+    draw_network,
+    hold_back_units,
+    playlist_bytes,
+)
 from sim.exact.viewer import Session, viewer
 from sim.measurements import Measurements, TierMeasurements, viewer_curve
 from sim.metrics import Histogram, choose_bin_s
 from sim.scenario import Scenario
 
-_SERVICE_SAMPLES = 4096
 _DRAW_POOL = 65_536
 _PROGRESS_STEPS = 200
 
@@ -41,16 +44,15 @@ class Model:
         self.protocol = scenario.stream.protocol
 
         edge_tier = scenario.tiers[-1]
-        origin_tier = scenario.tiers[0]
         n_streams = scenario.hosts.count
-        ingest_rtt_s = origin_tier.rtt_ms.sample(rng, n_streams) / 1e3
-        self.schedule: Schedule = build_schedule(scenario, ingest_rtt_s, rng)
+        self.network = draw_network(scenario, rng)
+        self.schedule: Schedule = build_schedule(scenario, self.network)
         unit_s = self.unit_s = self.schedule.unit_s
         self.rendition_bps = [kbps * 1e3 for kbps in scenario.stream.bitrates_kbps]
         self.unit_bits = [bps * unit_s for bps in self.rendition_bps]
         self.key_stride = n_streams * len(self.unit_bits)
-        self.playlist_bits = 8.0 * _playlist_bytes(scenario, self.schedule)
-        self.hold_back_units = _hold_back_units(scenario)
+        self.playlist_bits = 8.0 * playlist_bytes(scenario)
+        self.hold_back_units = hold_back_units(scenario)
         self.requests_per_unit = 0 if self.protocol == "http-flv" else 2
         """LL-HLS and HLS: a playlist (blocking or polled) and a media request per unit."""
         self.abr_safety = scenario.player.abr_safety
@@ -85,8 +87,8 @@ class Model:
 
     def _build_tier(self, i: int) -> list[Node]:
         tier = self.scenario.tiers[i]
-        rtt_s = tier.rtt_ms.sample(self.rng, tier.nodes) / 1e3
-        service = tier.request_ms.sample(self.rng, _SERVICE_SAMPLES) / 1e3
+        rtt_s = self.network.rtt_s[i]
+        service = self.network.service_s[i]
         common: dict[str, Any] = dict(
             tier_index=i,
             egress_bps=tier.egress_gbps * 1e9,
@@ -295,37 +297,6 @@ class Model:
             sale_audiences=self.sale_audiences,
             lottery_audiences=self.lottery_audiences,
         )
-
-
-def _hold_back_units(scenario: Scenario) -> int:
-    """How many units behind the newest listed one a player starts."""
-    player = scenario.player
-    if scenario.stream.protocol == "hls":
-        return math.ceil(player.hold_back_segments - 1e-9)
-    if scenario.stream.protocol == "ll-hls":
-        return math.ceil(player.part_hold_back_parts - 1e-9)
-    return 1
-
-
-def _playlist_bytes(scenario: Scenario, schedule: Schedule) -> int:
-    """Size of a steady-state media playlist, rendered by relay.core for this stream layout."""
-    if scenario.stream.protocol == "http-flv":
-        return 0
-    ll = scenario.stream.protocol == "ll-hls"
-    segment_s = schedule.unit_s * schedule.units_per_segment
-    stream = LiveStream(
-        "sized",
-        target_duration_s=segment_s,
-        part_target_s=schedule.unit_s if ll else None,
-    )
-    for i in range(12 * schedule.units_per_segment):
-        if ll:
-            stream.add_part(schedule.unit_s, independent=True, now=i * schedule.unit_s)
-            if (i + 1) % schedule.units_per_segment == 0:
-                stream.close_segment(now=i * schedule.unit_s)
-        else:
-            stream.add_segment(segment_s, now=i * segment_s)
-    return len(render_playlist(stream).encode())
 
 
 def run_exact(

@@ -1,4 +1,5 @@
-"""When each media unit of each host stream is captured and published at the origin.
+"""When each media unit of each host stream is captured and published at the origin, and the
+random parts of the network both engines share.
 
 A *unit* is what a viewer fetches: a part for LL-HLS, a push chunk for HTTP-FLV, a whole segment
 for classic HLS. Streams are already live when the run starts (units before t=0 exist), each with
@@ -20,6 +21,39 @@ from sim.scenario import Scenario
 
 PRE_ROLL_S = 60.0
 """Stream history that exists before the run starts."""
+
+SERVICE_SAMPLES = 4096
+"""Request service times drawn per tier and cycled through (a draw per request would be slow)."""
+
+
+@dataclass(frozen=True)
+class Network:
+    """The streams' clocks and the nodes' round trips and service times for one replication.
+
+    Both engines draw it first, from the replication's generator, so for one seed they see the
+    same network (common random numbers: their differences are the models', not the draws').
+    """
+
+    ingest_rtt_s: np.ndarray
+    """Per stream: the host's round trip to the origin."""
+    phase_s: np.ndarray
+    """Per stream: capture of its units' first frames, modulo the unit duration."""
+    rtt_s: list[np.ndarray]
+    """Per tier, per node: round trip to its parent (first tier: unused, ingest is per stream)."""
+    service_s: list[np.ndarray]
+    """Per tier: a cycle of request service times."""
+
+
+def draw_network(scenario: Scenario, rng: np.random.Generator) -> Network:
+    unit_s, _ = unit_layout(scenario)
+    n_streams = scenario.hosts.count
+    ingest_rtt_s = scenario.tiers[0].rtt_ms.sample(rng, n_streams) / 1e3
+    phase_s = rng.uniform(0.0, unit_s, n_streams)
+    rtt_s, service_s = [], []
+    for tier in scenario.tiers:
+        rtt_s.append(tier.rtt_ms.sample(rng, tier.nodes) / 1e3)
+        service_s.append(tier.request_ms.sample(rng, SERVICE_SAMPLES) / 1e3)
+    return Network(ingest_rtt_s=ingest_rtt_s, phase_s=phase_s, rtt_s=rtt_s, service_s=service_s)
 
 
 def unit_layout(scenario: Scenario) -> tuple[float, int]:
@@ -92,23 +126,21 @@ class Schedule:
         return int(np.searchsorted(self.publish_s[stream], t_s, side="right")) - 1
 
 
-def build_schedule(
-    scenario: Scenario, ingest_rtt_s: np.ndarray, rng: np.random.Generator
-) -> Schedule:
+def build_schedule(scenario: Scenario, network: Network) -> Schedule:
     """Publish times for every unit of every stream, for the whole run."""
     unit_s, per_segment = unit_layout(scenario)
     n_streams = scenario.hosts.count
     duration_s = scenario.scenario.duration_s
     pre_units = math.ceil(PRE_ROLL_S / unit_s)
     n_units = pre_units + math.ceil(duration_s / unit_s) + 2
-    start_s = rng.uniform(0.0, unit_s, n_streams) - pre_units * unit_s
+    start_s = network.phase_s - pre_units * unit_s
     g = np.arange(n_units, dtype=float)
     ready = start_s[:, None] + (g[None, :] + 1.0) * unit_s + scenario.stream.encoder_delay_s
     top_bits = max(scenario.stream.bitrates_kbps) * 1e3 * unit_s
     upload_s = top_bits / (scenario.hosts.uplink_mbps * 1e6)
     # end_g = max(ready_g, end_{g-1}) + u  ==  u (g+1) + cummax(ready_k - u k)
     done = upload_s * (g + 1.0) + np.maximum.accumulate(ready - upload_s * g, axis=1)
-    publish = done + 0.5 * ingest_rtt_s[:, None]
+    publish = done + 0.5 * network.ingest_rtt_s[:, None]
     origin_nodes = scenario.tiers[0].nodes
     for fault in scenario.faults:
         if fault.kind != "origin-down":
