@@ -68,3 +68,24 @@ def test_many_small_streams_lower_the_edge_hit_ratio() -> None:
     # over 500 streams and most requests have nobody to share a fetch with.
     assert one > 0.98
     assert many < 0.8
+
+
+def test_streams_spread_over_every_parent_node() -> None:
+    """Each stream's objects go to one parent; many streams must use all of them, whatever the
+    node count (a multiplier sharing a factor with it would leave nodes idle)."""
+    import numpy as np
+
+    from sim.exact.model import Model
+    from sim.scenario import load_scenario
+
+    scenario = load_scenario(
+        "scenarios/singles-day-peak.toml",
+        ["audience.peak_viewers=1000", "tier.1.nodes=30", "tier.2.nodes=60", "fault.0.count=2"],
+    )
+    model = Model(scenario, np.random.default_rng(1))
+    shields = model.tiers[1]
+    edge = model.tiers[2][0]
+    assert edge.parent_of is not None
+    renditions = len(model.unit_bits)
+    used = {edge.parent_of(stream * renditions).index for stream in range(scenario.hosts.count)}
+    assert used == {node.index for node in shields}

@@ -28,6 +28,8 @@ from sim.metrics import Histogram, choose_bin_s
 from sim.scenario import Scenario
 
 _DRAW_POOL = 65_536
+_SPREAD = 1_000_003
+"""A prime above any tier's node count: streams hashed with it reach every parent node."""
 _PROGRESS_STEPS = 200
 
 
@@ -139,7 +141,7 @@ class Model:
 
         def parent_of(key: int) -> Node:
             stream = (key // n_renditions) % n_streams
-            first = (stream * 40_503 + tier_index) % n_parents
+            first = (stream * _SPREAD + tier_index) % n_parents
             for step in range(n_parents):
                 node = parents[(first + step) % n_parents]
                 if node.alive:
