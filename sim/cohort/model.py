@@ -491,13 +491,7 @@ class CohortModel:
         tiers = self.scenario.tiers
         dt = self.unit_s
         streams = self.bands.streams
-        wanted = np.stack(
-            [
-                (self.viewers * (self.rendition == r)).sum(axis=2)
-                for r in range(self.unit_bits.size)
-            ],
-            axis=-1,
-        )
+        wanted = self._by_rendition()
         # Joiners' first units, and on an edge new to the stream the rest of the hold-back.
         first_share = np.bincount(
             self.first_rendition, weights=self.class_share, minlength=self.unit_bits.size
@@ -539,6 +533,16 @@ class CohortModel:
         self.upper_delay_s = upper_delay_s
         self.upper_burst_s = upper_burst_s
         return edge_fetches
+
+    def _by_rendition(self) -> np.ndarray:
+        """Viewers per (group, band, rendition) now."""
+        return np.stack(
+            [
+                (self.viewers * (self.rendition == r)).sum(axis=2)
+                for r in range(self.unit_bits.size)
+            ],
+            axis=-1,
+        )
 
     def _adapt(self) -> None:
         """The rendition ABR settles on per cell, from the throughput of a unit's transfer.
@@ -623,13 +627,7 @@ class CohortModel:
         served_s = np.broadcast_to(served_s, self.shape)
         objects = np.maximum(share[:, None] * self.bands.streams[None, :], 1e-12)
         cold = np.exp(-self.viewers.sum(axis=2) / objects)
-        playing = np.stack(
-            [
-                (self.viewers * (self.rendition == r)).sum(axis=2)
-                for r in range(self.unit_bits.size)
-            ],
-            axis=-1,
-        )
+        playing = self._by_rendition()
         absent = np.exp(-playing[:, :, self.first_rendition] / objects[..., None])
         joining = (
             expected
