@@ -13,6 +13,7 @@ re-binning. Two things happen to a viewer's replay latency:
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -22,8 +23,8 @@ from sim.metrics import Histogram
 
 _PHASE_POINTS = 512
 """Resolution of join kernels: points per unit (0.65 ms for 0.333 s parts)."""
-_RTT_QUANTILES = np.array(
-    [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 1.0]
+_RTT_QUANTILES = np.concatenate(
+    [np.linspace(0.0, 0.8, 9), np.linspace(0.8, 0.96, 9)[1:], [0.97, 0.98, 0.99, 0.995, 0.999, 1.0]]
 )
 """Slices of the round-trip distribution a join kernel follows through the waits."""
 
@@ -91,7 +92,8 @@ class JoinKernel:
       comes during it;
     * misses: the playlist when no one on the edge watches the stream (`cold`), the first unit
       when no one plays its rendition there and no earlier joiner of the same unit fetched it
-      (an early joiner is more often first); they cost `cold_s` and `miss_s`.
+      (an early joiner is more often first); they cost `cold_s` and one of the edges'
+      round trips to their parents (`miss_s`).
 
     The rest (propagation, the first unit's link time) is independent of both and convolved in.
     With `latency` the part is the replay-latency share (first byte + half a round trip back),
@@ -104,7 +106,7 @@ class JoinKernel:
         rest_s: np.ndarray,
         rtt_s: np.ndarray,
         unit_s: float,
-        miss_s: float,
+        miss_s: np.ndarray,
         cold_s: float,
         *,
         request_rtts: float,
@@ -112,17 +114,20 @@ class JoinKernel:
     ) -> None:
         rest_s = np.atleast_2d(rest_s)
         self.unit_s = unit_s
-        self.miss_s = miss_s
-        """A unit the edge lacks: a round trip to its parent (which has it from another edge)."""
+        self.step_s = unit_s / _PHASE_POINTS
+        miss_pmf = np.bincount(np.round(np.asarray(miss_s) / self.step_s).astype(np.intp))
+        self.miss_pmf = miss_pmf / miss_pmf.sum()
+        """A unit the edge lacks costs a round trip from its edge to the parent (which has it
+        from another edge): the edges' round trips on the grid, from 0."""
         self.cold_s = cold_s
         """A playlist for a stream the edge does not carry: round trips up to the origin."""
         self.request_rtts = request_rtts
         """Round trips between the playlist's answer and the first unit's request (0 for push)."""
         self.latency = latency
-        self.step_s = unit_s / _PHASE_POINTS
         self.phase_s = ((np.arange(_PHASE_POINTS) + 0.5) * self.step_s)[:, None]
-        middle = 0.5 * (_RTT_QUANTILES[1:] + _RTT_QUANTILES[:-1])
-        self.rtt_s = np.quantile(rtt_s, middle)[None, :]
+        ordered = np.sort(rtt_s)
+        cuts = np.round(_RTT_QUANTILES * ordered.size).astype(np.intp)
+        self.rtt_s = np.array([ordered[a:b].mean() for a, b in itertools.pairwise(cuts)])[None, :]
         self.rtt_weight = np.diff(_RTT_QUANTILES)[None, :]
         """Each round-trip point stands for a slice of the distribution, finer in the tail."""
         self.rest_low_s = float(rest_s.min())
@@ -180,7 +185,7 @@ class JoinKernel:
         self, cold: float, absent: np.ndarray, joining: float, locked_s: float
     ) -> np.ndarray:
         """Per class, the early part on the grid, over phases, round trips and misses."""
-        phase, rtt, miss, u = self.phase_s, self.rtt_s, self.miss_s, self.unit_s
+        phase, rtt, u = self.phase_s, self.rtt_s, self.unit_s
         # The chance a joiner is the first of its unit on the edge (no one fetched it yet).
         first = np.exp(-joining * phase / u)[None, :, :]
         lacks = absent[:, None, None]
@@ -188,31 +193,46 @@ class JoinKernel:
         def first_byte(playlist_s: np.ndarray, unit_miss: bool) -> np.ndarray:
             asked = playlist_s + self.request_rtts * rtt
             if unit_miss:
-                return asked + miss
+                return asked  # the miss's round trip up is convolved in below
             behind = (asked >= u) & (asked < u + locked_s)
             return np.where(behind, u + locked_s, asked)
 
         answered = np.maximum(phase, locked_s)
-        outcomes = (
+        hits = (
             (first_byte(answered, False), 1.0 - lacks * first - cold * (1.0 - first)),
-            (first_byte(answered, True), (lacks - cold) * first),
             (first_byte(answered + self.cold_s, False), cold * (1.0 - first) + 0.0 * lacks),
+        )
+        misses = (
+            (first_byte(answered, True), (lacks - cold) * first),
             (first_byte(answered + self.cold_s, True), cold * first + 0.0 * lacks),
         )
-        shape = (absent.size, phase.size, rtt.size)
+        hit = self._on_grid(hits, absent.size)
+        missed = fftconvolve(self._on_grid(misses, absent.size), self.miss_pmf[None, :], axes=1)
+        width = max(hit.shape[1], missed.shape[1])
+        pmf = np.zeros((absent.size, width))
+        pmf[:, : hit.shape[1]] += hit
+        pmf[:, : missed.shape[1]] += missed
+        return pmf / self.phase_s.size
+
+    def _on_grid(
+        self, outcomes: tuple[tuple[np.ndarray, np.ndarray], ...], classes: int
+    ) -> np.ndarray:
+        """Per class, the weights of (first byte, weight) outcomes binned on the grid."""
+        rtt = self.rtt_s
+        shape = (classes, self.phase_s.size, rtt.size)
         parts = []
         for at_s, weight in outcomes:
-            value = at_s + 0.5 * rtt if self.latency else at_s - phase + 2.0 * rtt
+            value = at_s + 0.5 * rtt if self.latency else at_s - self.phase_s + 2.0 * rtt
             index = np.round(np.broadcast_to(value, shape[1:]) / self.step_s).astype(np.intp)
             w = np.maximum(weight, 0.0) * self.rtt_weight
-            w = np.broadcast_to(w, shape).reshape(absent.size, -1)
+            w = np.broadcast_to(w, shape).reshape(classes, -1)
             parts.append((index.ravel(), w))
         width = max(int(index.max()) for index, _ in parts) + 1
-        pmf = np.zeros((absent.size, width))
+        pmf = np.zeros((classes, width))
         for index, w in parts:
-            for k in range(absent.size):
+            for k in range(classes):
                 pmf[k] += np.bincount(index, weights=w[k], minlength=width)
-        return pmf / phase.size
+        return pmf
 
     def _wait(self, busy: float, burst_s: float) -> np.ndarray:
         """The wait behind another stream's burst: none, or uniform over the burst."""

@@ -127,7 +127,7 @@ class CohortModel:
         viewer_rtt_s = s.tiers[-1].rtt_ms.sample(rng, m) / 1e3
         phase_s = rng.uniform(0.0, unit_s, m)
         to_edge_s = edge_chain_s[rng.integers(0, edge_chain_s.size, m)]
-        miss_s = float(edge_rtt_s.mean())
+        miss_s = edge_rtt_s
         cold_s = float(chain_rtt_s.mean())
         ingest_s = 0.5 * s.tiers[0].rtt_ms.sample(rng, m) / 1e3
         rate_s = classes.samples_bps[:, rng.integers(0, classes.samples_bps.shape[1], m)]
