@@ -4,7 +4,18 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench reports clean
+.PHONY: demo test lint bench reports clean test-tools bench-tools
+
+# System programs the relay tests and benchmarks drive, as command:package pairs. Missing ones
+# are installed with apt-get (one `apt-get update` first).
+TEST_TOOLS := ffmpeg:ffmpeg ffprobe:ffmpeg redis-server:redis-server
+BENCH_TOOLS := $(TEST_TOOLS) nginx:nginx wrk:wrk redis-benchmark:redis-tools
+define install_missing
+	@missing=""; for pair in $(1); do cmd=$${pair%%:*}; pkg=$${pair##*:}; \
+	  command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then echo "installing system packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+endef
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,14 +28,20 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/livesim run scenarios/singles-day-peak.toml --out reports/singles-day-peak; rc=$$?; [ $$rc -le 1 ]
 
-test: $(STAMP)
+test-tools:
+	$(call install_missing,$(TEST_TOOLS))
+
+bench-tools:
+	$(call install_missing,$(BENCH_TOOLS))
+
+test: $(STAMP) test-tools
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check sim relay tests benchmarks
 	$(BIN)/mypy
 
-bench: $(STAMP)
+bench: $(STAMP) bench-tools
 	$(BIN)/python -m pytest benchmarks -q --benchmark-only --benchmark-columns=min,median,max,rounds
 
 reports: $(STAMP)

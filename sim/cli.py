@@ -44,7 +44,37 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, help="override scenario.seed")
     run.add_argument("--replications", type=int, default=1, help="independent replications")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    _relay_parser(
+        verbs.add_parser("relay", help="run the real relay (origin, edges, sale) on loopback")
+    )
     return parser
+
+
+def _relay_parser(relay: argparse.ArgumentParser) -> None:
+    actions = relay.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    up = actions.add_parser("up", help="start origin, edges and sale service; print their URLs")
+    up.add_argument("--edges", type=int, default=2, help="edge relays (default 2)")
+    up.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    up.add_argument(
+        "--store",
+        default="sqlite:livesim-sale.db",
+        help="sale stock: sqlite:PATH (default sqlite:livesim-sale.db) or redis://HOST:PORT",
+    )
+    up.add_argument("--key", help="ingest key (default: a random one, printed)")
+    publish = actions.add_parser("publish", help="publish a live test stream to an origin")
+    publish.add_argument(
+        "--relay",
+        default="-",
+        metavar="FILE",
+        help="the JSON line `relay up` printed, from FILE or - (stdin, the default)",
+    )
+    publish.add_argument("--ingest", help="ingest URL (instead of --relay), with --key")
+    publish.add_argument("--key", help="ingest key (with --ingest)")
+    publish.add_argument("--stream", default="demo", help="stream name (default demo)")
+    publish.add_argument("--part-s", type=float, default=1 / 3, help="part length (s)")
+    publish.add_argument("--gop-s", type=float, default=1.0, help="key frame interval (s)")
+    publish.add_argument("--bitrate-kbps", type=float, default=2500.0)
+    publish.add_argument("--duration-s", type=float, default=0.0, help="0 = until interrupted")
 
 
 def _progress(quiet: bool) -> tuple[Callable[[float], None] | None, Callable[[], None]]:
@@ -125,12 +155,55 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK if result["ok"] else EXIT_SLO_MISSED
 
 
+def _cmd_relay(args: argparse.Namespace) -> int:
+    if args.action == "up":
+        from relay.up import up
+
+        if args.edges < 1:
+            print("livesim relay up: error: --edges must be >= 1", file=sys.stderr)
+            return EXIT_USAGE
+        return up(args.edges, args.host, args.store, args.key)
+    from relay.publish import PublishConfig, publish
+    from relay.server.run import run
+
+    if args.ingest:
+        if not args.key:
+            print("livesim relay publish: error: --ingest needs --key", file=sys.stderr)
+            return EXIT_USAGE
+        ingest, key = args.ingest, args.key
+    else:
+        text = sys.stdin.readline() if args.relay == "-" else Path(args.relay).read_text()
+        try:
+            urls = json.loads(text)
+            ingest, key = urls["ingest"].replace("{stream}", args.stream), urls["key"]
+        except (ValueError, KeyError, TypeError):
+            print(
+                "livesim relay publish: error: --relay needs the JSON line `livesim relay up` "
+                "printed",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+    config = PublishConfig(
+        ingest=ingest,
+        key=key,
+        part_s=args.part_s,
+        gop_s=args.gop_s,
+        bitrate_kbps=args.bitrate_kbps,
+        duration_s=args.duration_s,
+    )
+    stats = run(publish(config))
+    print(json.dumps({"parts": stats.parts, "bytes": stats.bytes_sent, "late_s": stats.late_s}))
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
     try:
+        if args.verb == "relay":
+            return _cmd_relay(args)
         return _cmd_run(args)
     except ScenarioError as err:
         print(f"livesim: error: {err}", file=sys.stderr)

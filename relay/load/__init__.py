@@ -1,0 +1,1 @@
+"""Real load for the relay: viewers (and later buyers) driven from asyncio."""

@@ -1,0 +1,1 @@
+"""Asyncio shells around relay.core: origin, edge relays and the sale service."""
