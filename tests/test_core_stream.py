@@ -152,3 +152,19 @@ def test_has_part_follows_the_part_past_end_rule() -> None:
 def test_bad_configuration_is_refused(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         LiveStream("bad", **kwargs)
+
+
+def test_drop_through_removes_complete_segments_up_to_msn_only() -> None:
+    stream = LiveStream("s", target_duration_s=2.0, part_target_s=1.0)
+    for k in range(3):
+        stream.add_part(1.0, independent=True, now=float(k))
+        stream.add_part(1.0, independent=False, now=float(k) + 0.5)
+        stream.close_segment(now=float(k) + 1)
+    stream.add_part(1.0, independent=True, now=10.0)
+    assert stream.drop_through(1) == 2
+    assert [s.msn for s in stream.segments()] == [2]
+    assert stream.first_msn == 2
+    assert len(stream.open_parts()) == 1
+    assert stream.drop_through(5) == 1
+    assert stream.segments() == ()
+    assert stream.first_msn == stream.next_msn == 3

@@ -199,6 +199,14 @@ class LiveStream:
             raise ValueError(f"segment duration_s must be > 0, got {duration_s}")
         return self._append(duration_s, (), now)
 
+    def drop_through(self, msn: int) -> int:
+        """Remove complete segments up to and including `msn` from the window (their media was
+        deleted upstream); return how many were removed. The open segment is never removed."""
+        keep = [segment for segment in self._segments if segment.msn > msn]
+        dropped = len(self._segments) - len(keep)
+        self._segments = keep
+        return dropped
+
     def end(self, now: float) -> None:
         """Publish EXT-X-ENDLIST, completing the open segment if it has parts. Idempotent."""
         if self._ended:

@@ -84,13 +84,20 @@ class Channel:
         self._changed_now()
 
     def delete(self, file: str) -> bool:
-        """Drop the media of an ingest file (the encoder deleted it); False if unknown."""
+        """Drop the media of an ingest file (the encoder deleted it); False if unknown.
+
+        A complete segment that loses any part leaves the playlist with all segments before
+        it, so nothing listed is missing (encoders delete oldest first).
+        """
         keys = self.files.pop(file, None)
         if keys is None:
             return False
         for key in keys:
             self.parts.pop(key, None)
             self.segments.pop(key[0], None)
+        complete = [msn for msn, _ in keys if msn < self.live.next_msn]
+        if complete:
+            self.live.drop_through(max(complete))
         self._changed_now()
         return True
 
