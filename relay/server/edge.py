@@ -25,7 +25,7 @@ from relay.core.cache import EdgeCache
 from relay.core.push import PushStreamReader
 from relay.server.http import HttpError, Reply, Request, Response, Router, Streamed, json_error
 from relay.server.metrics import ServerMetrics
-from relay.server.origin import FILE, STREAM
+from relay.server.origin import NAMES
 from relay.server.push import PushHub
 
 log = logging.getLogger("livesim.relay.edge")
@@ -96,10 +96,10 @@ class Edge:
         )
         self._upstream = m.counter("livesim_upstream_fetches", "Requests sent to the parent")
         self._viewers = m.gauge("livesim_push_viewers", "Push viewers connected")
-        self.router = Router()
+        self.router = Router(NAMES)
         add = self.router.add
-        add("GET", rf"/live/{STREAM}/{FILE}", self.media)
-        add("GET", rf"/push/{STREAM}", self.push)
+        add("GET", r"/live/{stream}/{file}", self.media)
+        add("GET", r"/push/{stream}", self.push)
         add("GET", r"/metrics", self.metrics.render)
         add("GET", r"/healthz", lambda _r: Response(200, b"ok\n", "text/plain"))
 

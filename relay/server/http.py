@@ -10,13 +10,16 @@ Robustness is built into the connection, not left to handlers:
 * request line and headers must arrive within `Limits.header_timeout_s` and fit in
   `Limits.header_bytes` (408 / 431), so a client dribbling its request (slowloris) costs one idle
   socket and is then dropped;
-* a body larger than `Limits.body_bytes` gets 413 before it is read; a body that stalls for
-  `Limits.body_idle_timeout_s` ends the connection;
+* a body larger than `Limits.body_bytes` gets 413 (before it is read when Content-Length says
+  so, as soon as it passes the limit when chunked); a body that stalls for
+  `Limits.body_idle_timeout_s` gets 408;
 * reading pauses while a request body waits unread (backpressure to the sender);
 * a client that stops reading a response is dropped once its unsent data has not drained for
   `Limits.write_timeout_s`: it cannot hold up anyone else, because nothing is shared that waits
-  on its socket;
-* malformed requests get 400 and the connection is closed; other connections go on.
+  on its socket, and it cannot make the server buffer more than one response beyond
+  `Limits.write_buffer_bytes` (the next pipelined request waits until that has drained);
+* malformed requests (an encoded '/' or '\\' or a '.' or '..' segment in the path among them) get
+  400 and the connection is closed; other connections go on.
 """
 
 from __future__ import annotations
@@ -206,12 +209,20 @@ _CLOSE = b"connection: close\r\n"
 
 
 class Router:
-    """Routes by method and a path regex with named groups; the first match wins."""
+    """Routes by method and a path regex with named groups; the first match wins.
 
-    def __init__(self) -> None:
+    `names` maps a group name to the pattern its value must match: routes capture whole path
+    segments loosely (`{name}` in a pattern stands for `(?P<name>[^/]+)`) and a value outside
+    its pattern is a 400 naming it, not a 404.
+    """
+
+    def __init__(self, names: dict[str, str] | None = None) -> None:
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
+        self._names = {name: re.compile(rule) for name, rule in (names or {}).items()}
 
     def add(self, method: str, pattern: str, handler: Handler) -> None:
+        for name in self._names:
+            pattern = pattern.replace(f"{{{name}}}", f"(?P<{name}>[^/]+)")
         self._routes.append((method, re.compile(pattern), handler))
 
     def __call__(self, request: Request) -> Reply | Awaitable[Reply]:
@@ -223,7 +234,12 @@ class Router:
             if method != request.method and not (method == "GET" and request.method == "HEAD"):
                 allowed = True
                 continue
-            request.params = match.groupdict()
+            params = match.groupdict()
+            for name, value in params.items():
+                rule = self._names.get(name)
+                if rule is not None and not rule.fullmatch(value):
+                    return json_error(400, f"malformed {name}: {value[:64]!r}")
+            request.params = params
             return handler(request)
         if allowed:
             return json_error(405, f"method {request.method} not allowed on {request.path}")
@@ -231,6 +247,8 @@ class Router:
 
 
 _BAD_PATH = re.compile(r"(^|/)\.\.?(/|$)|//|\\|[\x00-\x1f\x7f]")
+_ENCODED_SEPARATOR = re.compile(rb"%(2f|5c)", re.IGNORECASE)
+"""An encoded '/' or '\\': decoded, it would split or join path segments behind the router."""
 
 
 class Connection(asyncio.Protocol):
@@ -255,11 +273,17 @@ class Connection(asyncio.Protocol):
         self._current: Request | None = None
         self._queue: deque[tuple[Request, bool]] = deque()
         self._busy = False
+        """A queued request is being handled (until its response is written and drained)."""
+        self._responding = False
+        """Bytes of the oldest queued request's response have been written."""
+        self._in_headers = False
         self._closing = False
         self._paused_reading = False
         self._drained = asyncio.Event()
         self._drained.set()
         self._timer: asyncio.TimerHandle | None = None
+        self._flush_timer: asyncio.TimerHandle | None = None
+        """After close: checks that unsent data still leaves (see `_abort_if_stuck`)."""
         self._task: asyncio.Task[None] | None = None
         self._peer = ""
         self._keep_alive = True
@@ -292,6 +316,8 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
         self._disarm()
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
         self._drained.set()
         if self._current is not None:
             self._current.body.fail(ConnectionError("client went away"))
@@ -313,6 +339,7 @@ class Connection(asyncio.Protocol):
         self._url = bytearray()
         self._headers = {}
         self._header_bytes = 0
+        self._in_headers = True
         if not self._busy:
             self._arm(self.limits.header_timeout_s, "request headers")
 
@@ -327,7 +354,10 @@ class Connection(asyncio.Protocol):
         self._headers[key] = f"{self._headers[key]}, {text}" if key in self._headers else text
 
     def on_headers_complete(self) -> None:
+        self._in_headers = False
         parsed = httptools.parse_url(bytes(self._url))
+        if _ENCODED_SEPARATOR.search(parsed.path):
+            raise HttpError(400, "malformed path: encoded '/' or '\\'")
         path = unquote(parsed.path.decode("latin-1"), errors="strict")
         query = dict(parse_qsl(parsed.query.decode("latin-1"))) if parsed.query else {}
         request = Request(
@@ -345,6 +375,9 @@ class Connection(asyncio.Protocol):
             raise HttpError(413, f"body larger than {self.limits.body_bytes} bytes")
         if _BAD_PATH.search(path):
             raise HttpError(400, "malformed path")
+        if self.parser.should_upgrade():
+            # Refused before the handler runs (the parser would report it only afterwards).
+            raise HttpError(400, "protocol upgrades are not supported")
         chunked = "chunked" in self._headers.get("transfer-encoding", "")
         self._has_body = chunked or (length is not None and length != "0")
         if self._has_body:
@@ -430,20 +463,40 @@ class Connection(asyncio.Protocol):
         if self._observe is not None:
             self._observe.response(request, reply.status)
             self._observe.sent(sent)
+        self._responding = True
         if close:
             transport.write(_with_close(data))
             self._close()
             return
         transport.write(data)
-        self._done()
+        if self._drained.is_set():
+            self._done()
+        else:
+            self._task = asyncio.ensure_future(self._done_when_drained())
+
+    async def _done_when_drained(self) -> None:
+        if await self._drain():
+            self._done()
+
+    async def _drain(self) -> bool:
+        """Wait until unsent data falls below the limit; False if the client is gone or dropped."""
+        try:
+            await asyncio.wait_for(self._drained.wait(), self.limits.write_timeout_s)
+        except TimeoutError:
+            log.info("dropped a client that stopped reading", extra={"peer": self._peer})
+            if self.transport is not None:
+                self.transport.abort()
+            return False
+        return not self._closing
 
     async def _stream(self, request: Request, keep_alive: bool, reply: Streamed) -> None:
         transport = self.transport
-        if transport is None:
+        if transport is None or self._closing:
             return
         close = not keep_alive or not request.body.complete
         head = _head(reply.status, reply.content_type, reply.headers, None)
         transport.write(_with_close(head) if close else head)
+        self._responding = True
         observe = self._observe
         if observe is not None:
             observe.response(request, reply.status)
@@ -455,12 +508,8 @@ class Connection(asyncio.Protocol):
                     transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
                     if observe is not None:
                         observe.sent(len(chunk))
-                if not self._drained.is_set():
-                    await asyncio.wait_for(self._drained.wait(), self.limits.write_timeout_s)
-        except TimeoutError:
-            log.info("dropped a client that stopped reading", extra={"peer": self._peer})
-            transport.abort()
-            return
+                if not self._drained.is_set() and not await self._drain():
+                    return
         finally:
             aclose = getattr(reply.chunks, "aclose", None)
             if aclose is not None:
@@ -470,17 +519,22 @@ class Connection(asyncio.Protocol):
         transport.write(b"0\r\n\r\n")
         if close:
             self._close()
-        else:
+        elif self._drained.is_set() or await self._drain():
             self._done()
 
     def _done(self) -> None:
         self._queue.popleft()
         self._busy = False
+        self._responding = False
         self._task = None
         if self._paused_reading and len(self._queue) < self.limits.pipelined_max:
             self._resume_reading()
         if self._queue:
             self._next()
+        elif self._in_headers:
+            # The next request started arriving while this one was handled: its headers get
+            # the header timeout from now, not the keep-alive timeout.
+            self._arm(self.limits.header_timeout_s, "request headers")
         elif self._current is None:
             self._arm(self.limits.keepalive_timeout_s, "next request")
 
@@ -524,18 +578,40 @@ class Connection(asyncio.Protocol):
             self._fail(408, f"timed out waiting for the {waiting_for}")
 
     def _fail(self, status: int, message: str) -> None:
-        """Answer a broken request with `status` (unless a response is under way) and close."""
+        """Answer a broken request with `status` and close.
+
+        The answer goes out unless a response has begun or an earlier pipelined request is still
+        owed one. A handler already started on the broken request (waiting for its body) is
+        cancelled when the connection is lost, and can no longer answer.
+        """
         if self.transport is None or self._closing:
             return
-        if not self._busy:
+        owed = [request for request, _ in self._queue]
+        if not self._responding and all(request is self._current for request in owed):
             self.transport.write(_with_close(json_error(status, message).data()))
         self._close()
 
     def _close(self) -> None:
+        """Close once unsent data is out; drop the client if it stops taking it."""
         self._closing = True
         self._disarm()
         if self.transport is not None:
             self.transport.close()
+            self._abort_if_stuck(self.transport, None)
+
+    def _abort_if_stuck(self, transport: asyncio.Transport, unsent: int | None) -> None:
+        """Abort `transport` if none of its unsent data left in the last `write_timeout_s`."""
+        left = transport.get_write_buffer_size()
+        if left == 0:
+            return
+        if unsent is not None and left >= unsent:
+            log.info("dropped a client that stopped reading", extra={"peer": self._peer})
+            transport.abort()
+            return
+        loop = asyncio.get_running_loop()
+        self._flush_timer = loop.call_later(
+            self.limits.write_timeout_s, self._abort_if_stuck, transport, left
+        )
 
 
 def _with_close(data: bytes) -> bytes:

@@ -32,8 +32,8 @@ from relay.server.channel import Channel
 from relay.server.http import HttpError, Reply, Request, Response, Router, Streamed, json_error
 from relay.server.metrics import ServerMetrics
 
-STREAM = r"(?P<stream>[a-z0-9][a-z0-9_-]{0,63})"
-FILE = r"(?P<file>[A-Za-z0-9][A-Za-z0-9._-]{0,127})"
+NAMES = {"stream": r"[a-z0-9][a-z0-9_-]{0,63}", "file": r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"}
+"""What a stream name and a file name may be (anything else in their place is a 400)."""
 _PART = re.compile(r"seg(?P<msn>[0-9]{1,9})\.part(?P<index>[0-9]{1,4})\.m4s")
 _SEGMENT = re.compile(r"seg(?P<msn>[0-9]{1,9})\.m4s")
 _KINDS = ("playlist", "init", "part", "segment")
@@ -68,12 +68,12 @@ class Origin:
             registry=self.metrics.registry,
         )
         self._served = {kind: served.labels("origin", kind) for kind in _KINDS}
-        self.router = Router()
+        self.router = Router(NAMES)
         add = self.router.add
-        add("PUT", rf"/ingest/{STREAM}/{FILE}", self.ingest)
-        add("DELETE", rf"/ingest/{STREAM}/{FILE}", self.delete)
-        add("GET", rf"/live/{STREAM}/{FILE}", self.media)
-        add("GET", rf"/push/{STREAM}", self.push)
+        add("PUT", r"/ingest/{stream}/{file}", self.ingest)
+        add("DELETE", r"/ingest/{stream}/{file}", self.delete)
+        add("GET", r"/live/{stream}/{file}", self.media)
+        add("GET", r"/push/{stream}", self.push)
         add("GET", r"/metrics", self.metrics.render)
         add("GET", r"/healthz", lambda _r: Response(200, b"ok\n", "text/plain"))
 

@@ -53,26 +53,32 @@ class Running:
             await self.session.close()
 
 
-async def start_origin(config: OriginConfig, host: str = "127.0.0.1", port: int = 0) -> Running:
+async def start_origin(
+    config: OriginConfig, host: str = "127.0.0.1", port: int = 0, limits: Limits | None = None
+) -> Running:
     origin = Origin(config)
-    http = await serve(origin.router, host, port, Limits(), origin.metrics)
+    http = await serve(origin.router, host, port, limits or Limits(), origin.metrics)
     return Running(http, origin, host)
 
 
-async def start_edge(config: EdgeConfig, host: str = "127.0.0.1", port: int = 0) -> Running:
+async def start_edge(
+    config: EdgeConfig, host: str = "127.0.0.1", port: int = 0, limits: Limits | None = None
+) -> Running:
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=256, force_close=False),
         timeout=aiohttp.ClientTimeout(total=config.upstream_timeout_s),
     )
     edge = Edge(config, session)
-    http = await serve(edge.router, host, port, Limits(), edge.metrics)
+    http = await serve(edge.router, host, port, limits or Limits(), edge.metrics)
     return Running(http, edge, host, session)
 
 
-async def start_sale(store: str, host: str = "127.0.0.1", port: int = 0) -> Running:
+async def start_sale(
+    store: str, host: str = "127.0.0.1", port: int = 0, limits: Limits | None = None
+) -> Running:
     """The sale service on the store `store` names (`sqlite:PATH` or `redis://HOST:PORT`)."""
     service = SaleService(open_store(store))
-    limits = Limits(body_bytes=SALE_BODY_BYTES)
+    limits = limits or Limits(body_bytes=SALE_BODY_BYTES)
     http = await serve(service.router, host, port, limits, service.metrics)
     return Running(http, service, host)
 
