@@ -503,13 +503,6 @@ def test_invalid_sale_json_gets_400_naming_the_field(servers: Servers) -> None:
     arun(scenario())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sale.py validates types but not what the store can hold: an integer past 64 bits "
-    "(OverflowError in sqlite_store._insert_sale), a lone surrogate in a string "
-    "(UnicodeEncodeError there) and nesting deeper than the recursion limit (RecursionError "
-    "from json.loads, not caught in sale._json_object) all end as 500 'internal error'",
-)
 def test_sale_values_the_store_cannot_hold_get_400(servers: Servers) -> None:
     cases: list[tuple[bytes, str]] = [
         (_encoded({**GOOD_SALE, "stock": 2**64}), "stock"),
@@ -529,12 +522,6 @@ def test_sale_values_the_store_cannot_hold_get_400(servers: Servers) -> None:
     assert arun(scenario()) == [(400, field) for _, field in cases]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sale.py accepts a user or idempotency key with a lone surrogate; the SQLite group "
-    "commit then fails to encode it and every buy committed in the same batch gets 503 "
-    "(sqlite_store: the whole batch is undone)",
-)
 def test_an_unencodable_buyer_cannot_fail_the_buyers_beside_it(servers: Servers) -> None:
     async def scenario() -> list[int]:
         base = servers.url("sale")

@@ -5,6 +5,7 @@
   repeated key), 409 sold out, 429 over the user's limit, 404 unknown sale, 503 when the store
   could not make the outcome durable (retry with the same key);
 * `GET /sales/<id>` -> `{"sku", "stock", "sold", "remaining", "per_user_limit"}`;
+* 503 for any of them when the store cannot be reached;
 * any malformed body -> 400 naming the field.
 
 A 201 is sent only after the order is durable, so a confirmed order survives `kill -9`.
@@ -23,6 +24,8 @@ from relay.server.store.base import OrderRecord, StoreUnavailable, UnknownSale
 
 SALE_ID = r"(?P<sale>[A-Za-z0-9_-]{1,64})"
 _NAME_MAX = 128
+_INT_MAX = 2**63 - 1
+"""The largest integer both stores hold (SQLite INTEGER, Redis HINCRBY: 64-bit signed)."""
 _JSON = "application/json"
 _OUTCOME_STATUS = {
     Outcome.ORDERED: 201,
@@ -52,7 +55,10 @@ class SaleService:
         sku = _text(body, "sku")
         stock = _integer(body, "stock", 0)
         limit = _integer(body, "per_user_limit", 1)
-        sale_id = await self.store.create(sku, stock, limit)
+        try:
+            sale_id = await self.store.create(sku, stock, limit)
+        except StoreUnavailable as error:
+            raise HttpError(503, f"store unavailable, retry: {error}") from None
         return _reply(201, {"id": sale_id})
 
     async def buy(self, request: Request) -> Response:
@@ -74,7 +80,10 @@ class SaleService:
         return _reply(_OUTCOME_STATUS[outcome], _order(order))
 
     async def status(self, request: Request) -> Response:
-        status = await self.store.status(request.params["sale"])
+        try:
+            status = await self.store.status(request.params["sale"])
+        except StoreUnavailable as error:
+            raise HttpError(503, f"store unavailable, retry: {error}") from None
         if status is None:
             raise HttpError(404, f"no such sale: {request.params['sale']}")
         return _reply(
@@ -112,6 +121,8 @@ async def _json_object(request: Request) -> dict[str, Any]:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise HttpError(400, "body: not valid JSON") from None
+    except RecursionError:
+        raise HttpError(400, "body: JSON nested too deeply") from None
     if not isinstance(body, dict):
         raise HttpError(400, "body: expected a JSON object")
     return body
@@ -119,13 +130,22 @@ async def _json_object(request: Request) -> dict[str, Any]:
 
 def _text(body: dict[str, Any], field: str) -> str:
     value = body.get(field)
-    if not isinstance(value, str) or not 0 < len(value) <= _NAME_MAX:
-        raise HttpError(400, f"{field}: expected a string of 1-{_NAME_MAX} characters")
+    if not isinstance(value, str) or not 0 < len(value) <= _NAME_MAX or not _encodable(value):
+        raise HttpError(400, f"{field}: expected a Unicode string of 1-{_NAME_MAX} characters")
     return value
+
+
+def _encodable(value: str) -> bool:
+    """False for a string with a lone surrogate (JSON allows it, UTF-8 and the stores do not)."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _integer(body: dict[str, Any], field: str, minimum: int) -> int:
     value = body.get(field)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise HttpError(400, f"{field}: expected an integer >= {minimum}")
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= _INT_MAX:
+        raise HttpError(400, f"{field}: expected an integer from {minimum} to {_INT_MAX}")
     return value
