@@ -222,6 +222,23 @@ def test_malformed_stream_and_file_names_get_400(servers: Servers, role: str) ->
     assert arun(scenario()) == dict.fromkeys(MALFORMED_NAMES, 400)
 
 
+def test_malformed_sale_ids_get_400_and_unknown_ones_404(servers: Servers) -> None:
+    async def scenario() -> dict[str, int]:
+        port = servers.port("sale")
+        paths = ("/sales/bad!id", "/sales/" + "x" * 65, "/sales/no%20such", "/sales/nosuch")
+        answers = {path: status_of(await exchange(port, get_request(path))) for path in paths}
+        await still_serving(servers)
+        return answers
+
+    answers = arun(scenario())
+    assert answers == {
+        "/sales/bad!id": 400,
+        "/sales/" + "x" * 65: 400,
+        "/sales/no%20such": 400,
+        "/sales/nosuch": 404,
+    }
+
+
 @pytest.mark.parametrize("role", ["origin", "edge"])
 def test_unknown_streams_and_files_get_404(servers: Servers, role: str) -> None:
     paths = (

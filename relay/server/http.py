@@ -125,6 +125,13 @@ class Body:
 
     async def read(self) -> bytes:
         """The whole body."""
+        if self._done and self._error is None:
+            # Already all here (small bodies usually are): no generator round trips.
+            data = b"".join(self._chunks)
+            self._chunks.clear()
+            self._buffered = 0
+            self._on_drain()
+            return data
         return b"".join([chunk async for chunk in self.chunks()])
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -26,6 +28,9 @@ class ServerMetrics:
             ["server"],
             registry=self.registry,
         ).labels(server)
+        self._by_response: dict[tuple[str, int], Any] = {}
+        """The requests counter's child per (method, status): `labels()` costs a lookup with
+        a lock, which a sale service answering 20,000 requests a second feels."""
 
     def counter(self, name: str, documentation: str) -> Counter:
         """A counter of this server (labelled with its name)."""
@@ -37,7 +42,12 @@ class ServerMetrics:
 
     def response(self, request: Request, status: int) -> None:
         """Called by the HTTP layer for every response."""
-        self.requests.labels(self.server, request.method, str(status)).inc()
+        key = (request.method, status)
+        child = self._by_response.get(key)
+        if child is None:
+            child = self.requests.labels(self.server, request.method, str(status))
+            self._by_response[key] = child
+        child.inc()
 
     def sent(self, nbytes: int) -> None:
         """Called by the HTTP layer for body bytes sent."""

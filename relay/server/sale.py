@@ -22,7 +22,8 @@ from relay.server.metrics import ServerMetrics
 from relay.server.store import SaleStore
 from relay.server.store.base import OrderRecord, StoreUnavailable, UnknownSale
 
-SALE_ID = r"(?P<sale>[A-Za-z0-9_-]{1,64})"
+NAMES = {"sale": r"[A-Za-z0-9_-]{1,64}"}
+"""What a sale id may be (anything else in its place is a 400)."""
 _NAME_MAX = 128
 _INT_MAX = 2**63 - 1
 """The largest integer both stores hold (SQLite INTEGER, Redis HINCRBY: 64-bit signed)."""
@@ -43,10 +44,10 @@ class SaleService:
         self._rejected = self.metrics.counter(
             "livesim_buys_rejected", "Buys refused: sold out or over the user's limit"
         )
-        self.router = Router()
+        self.router = Router(NAMES)
         self.router.add("POST", r"/sales", self.create)
-        self.router.add("POST", rf"/sales/{SALE_ID}/buy", self.buy)
-        self.router.add("GET", rf"/sales/{SALE_ID}", self.status)
+        self.router.add("POST", r"/sales/{sale}/buy", self.buy)
+        self.router.add("GET", r"/sales/{sale}", self.status)
         self.router.add("GET", r"/metrics", self.metrics.render)
         self.router.add("GET", r"/healthz", lambda _r: Response(200, b"ok\n", "text/plain"))
 
