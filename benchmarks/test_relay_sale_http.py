@@ -36,6 +36,7 @@ import aiohttp
 import numpy as np
 import pytest
 import redis
+from affinity import on_cpus
 
 from relay.load.buyer import BuyResult, LoopLag, pipelined_buys
 from relay.server.run import run
@@ -108,20 +109,6 @@ def summary(request: pytest.FixtureRequest) -> Iterator[Summary]:
     found = Summary({}, {})
     request.config.pluginmanager.register(found, "relay-sale-summary")
     yield found
-
-
-@contextmanager
-def on_cpus(cpus: set[int] | None) -> Iterator[None]:
-    """Run this thread (and the processes it starts) on `cpus` inside the block."""
-    if cpus is None:
-        yield
-        return
-    before = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, cpus)
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, before)
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from redis_server import RedisServer, start_redis
 
 from sim.run import run_scenario
 from sim.scenario import Scenario, parse_scenario
@@ -45,3 +48,20 @@ def run(*overrides: str, base: dict[str, Any] | None = None, **kw: Any) -> dict[
 @pytest.fixture
 def base_dict() -> dict[str, Any]:
     return copy.deepcopy(BASE)
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A private redis-server on 127.0.0.1 for the module's tests."""
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def spec(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A sale store spec of each kind; each Redis test uses its own sales (ids are never reused)."""
+    if request.param == "sqlite":
+        return f"sqlite:{tmp_path / 'sales.db'}"
+    server: RedisServer = request.getfixturevalue("redis_server")
+    return server.url

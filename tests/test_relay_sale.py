@@ -22,7 +22,7 @@ import aiohttp
 import numpy as np
 import pytest
 import redis
-from redis_server import RedisServer, start_redis
+from redis_server import RedisServer
 from relay_support import arun
 
 from relay.load.buyer import NO_ANSWER, BuyResult, RetryPolicy, buy, pipelined_buys, run_buyers
@@ -41,22 +41,6 @@ def enough_open_files() -> Iterator[None]:
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted), hard))
     yield
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = start_redis(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def spec(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A store spec; each Redis test uses its own sales (ids are never reused)."""
-    if request.param == "sqlite":
-        return f"sqlite:{tmp_path / 'sales.db'}"
-    server: RedisServer = request.getfixturevalue("redis_server")
-    return server.url
 
 
 @contextmanager

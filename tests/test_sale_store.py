@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from contextlib import closing
 from pathlib import Path
 from typing import TypeVar
@@ -18,7 +18,7 @@ from typing import TypeVar
 import numpy as np
 import pytest
 import redis
-from redis_server import RedisServer, start_redis
+from redis_server import RedisServer
 
 from relay.server.store import (
     OrderRecord,
@@ -31,21 +31,6 @@ from relay.server.store import (
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = start_redis(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def spec(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:{tmp_path / 'sales.db'}"
-    server: RedisServer = request.getfixturevalue("redis_server")
-    return server.url
 
 
 def with_store(spec: str, body: Callable[[SaleStore], Awaitable[T]]) -> T:

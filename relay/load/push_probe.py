@@ -12,10 +12,14 @@ minus its capture stamp, both read from this machine's wall clock (so the figure
 something only when publisher and probe share a clock, as on loopback). Parts captured before
 the viewer subscribed (the catch-up an edge sends at join) are not delays.
 
-The probe also samples its own event-loop lag (how late a 50 ms timer fires) and its CPU
-time: a probe whose loop lags is measuring itself, and its delays are too high by that lag.
+The probe also samples its own event-loop lag (how late a 50 ms timer fires) and CPU share
+(and its core's, when it is pinned to one): a probe whose loop lags is measuring itself, and
+its delays are too high by that lag. It can watch the server under test too: the CPU share of
+a process and the busy share of its core over the measured window, and how much of that core
+other processes took (Linux, from /proc).
 
     python -m relay.load.push_probe URL --viewers N [--duration-s D] [--warmup-s W]
+        [--watch-pid PID] [--watch-core CORE]
 
 opens N connections to `URL` (an edge's `/push/<stream>`), waits until all have their init
 segment (or `--join-timeout-s`), lets `--warmup-s` pass, measures for `--duration-s` and prints
@@ -68,7 +72,7 @@ class ProbeStats:
     delays: list[int] = field(default_factory=lambda: [0] * DELAY_BUCKETS)
     """Parts by capture-to-receive delay, in DELAY_BUCKET_S buckets."""
     parts: int = 0
-    """Parts received while measuring (stamped or not)."""
+    """Live parts received while measuring (stamped or not)."""
     max_delay_s: float = 0.0
     connected: int = 0
     """Connections answered 200."""
@@ -334,8 +338,8 @@ class ProbeReport:
     lag_p50_ms: float | None
     lag_p99_ms: float | None
     lag_max_ms: float | None
-    cpu_fraction: float
-    """The probe's CPU time (user + system) over the measured wall time."""
+    probe: Shares
+    """The probe's own CPU, and its core's when it runs on one core."""
     watched: Shares
     """CPU of the watched process and its core over the measured window (None: not watched)."""
 
@@ -393,19 +397,32 @@ class Watch:
                 )
         raise ValueError(f"no core {self.core} in /proc/stat")
 
-    def shares(self, before: Usage, after: Usage, wall_s: float) -> Shares:
-        """What was used between two samples `wall_s` apart."""
-        process_s = after.process_s - before.process_s
+    def shares(
+        self, before: Usage, after: Usage, wall_s: float, process_s: float | None = None
+    ) -> Shares:
+        """What was used between two samples `wall_s` apart.
+
+        `process_s`: the process's CPU seconds over the window when they are known otherwise
+        (a child process that has ended and left /proc); then `pid` need not be set.
+        """
+        if process_s is None and self.pid is not None:
+            process_s = after.process_s - before.process_s
         total_s = after.core_total_s - before.core_total_s
         busy_s = after.core_busy_s - before.core_busy_s
-        other_s = busy_s - (after.core_interrupt_s - before.core_interrupt_s) - process_s
+        interrupt_s = after.core_interrupt_s - before.core_interrupt_s
         return Shares(
-            None if self.pid is None else round(process_s / wall_s, 3),
+            None if process_s is None else round(process_s / wall_s, 3),
             None if self.core is None else round(busy_s / total_s, 3),
             None
-            if self.core is None or self.pid is None
-            else round(max(0.0, other_s) / total_s, 3),
+            if self.core is None or process_s is None
+            else round(max(0.0, busy_s - interrupt_s - process_s) / total_s, 3),
         )
+
+
+def _only_core() -> int | None:
+    """The core this process is pinned to, if it is pinned to one."""
+    cores = os.sched_getaffinity(0)
+    return next(iter(cores)) if len(cores) == 1 else None
 
 
 def raise_open_files(needed: int) -> int:
@@ -470,13 +487,14 @@ async def probe(
     stats.measuring = True
     watch = watch or Watch()
     watched0 = watch.sample()
-    cpu0_s, wall0_s = time.process_time(), loop.time()
+    own = Watch(os.getpid(), _only_core())
+    own0, wall0_s = own.sample(), loop.time()
     while loop.time() < wall0_s + duration_s:
         due = loop.time() + LAG_TICK_S
         await asyncio.sleep(LAG_TICK_S)
         lags_s.append(loop.time() - due)
     stats.measuring = False
-    cpu1_s, wall1_s = time.process_time(), loop.time()
+    own1, wall1_s = own.sample(), loop.time()
     watched1 = watch.sample()
     for one in probes:
         one.close()
@@ -506,7 +524,7 @@ async def probe(
         lag_p50_ms=ms(lag(0.5)),
         lag_p99_ms=ms(lag(0.99)),
         lag_max_ms=ms(lags[-1]),
-        cpu_fraction=round((cpu1_s - cpu0_s) / measured_s, 3),
+        probe=own.shares(own0, own1, measured_s),
         watched=watch.shares(watched0, watched1, measured_s),
     )
 
