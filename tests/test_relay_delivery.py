@@ -91,11 +91,11 @@ def test_1000_viewers_on_one_edge_make_one_origin_fetch_per_part(relay: Relay) -
     async def viewer(session: aiohttp.ClientSession, i: int) -> None:
         await llhls_viewer(session, relay.edges[:1], STREAM, stats)
 
-    before = _metrics(relay.origin)
+    before, edge_before = _metrics(relay.origin), _metrics(relay.edges[0])
     started = time.monotonic()
     arun(crowd(viewer, 1000, 6.0))
     elapsed_s = time.monotonic() - started
-    after = _metrics(relay.origin)
+    after, edge_after = _metrics(relay.origin), _metrics(relay.edges[0])
     parts = _metric(after, "livesim_media_requests_total", 'kind="part"') - _metric(
         before, "livesim_media_requests_total", 'kind="part"'
     )
@@ -112,6 +112,9 @@ def test_1000_viewers_on_one_edge_make_one_origin_fetch_per_part(relay: Relay) -
     assert parts <= published + 2
     # Blocking reloads for the same part share one forwarded request.
     assert playlists <= 2 * published + 4
+    # The edge's own counters tell the same story: the viewers waited on fetches in flight.
+    for name in ("livesim_coalesced_waits_total", "livesim_cache_hits_total"):
+        assert _metric(edge_after, name) - _metric(edge_before, name) > 1000, name
 
 
 def test_viewers_of_a_killed_edge_continue_from_another(relay: Relay) -> None:

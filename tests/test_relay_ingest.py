@@ -191,3 +191,49 @@ def test_relay_up_prints_its_urls_serves_and_stops_on_sigterm(tmp_path: Path) ->
         if up.poll() is None:
             up.kill()
             up.wait()
+
+
+def test_an_edge_behind_an_edge_relays_parts_playlists_and_push() -> None:
+    async def scenario() -> None:
+        origin = await start_origin(OriginConfig(key=KEY, segment_s=1.0))
+        parent = await start_edge(EdgeConfig(parent=origin.url, name="parent"))
+        child = await start_edge(EdgeConfig(parent=parent.url, name="child"))
+        ingest = f"{origin.url}/ingest/s"
+        try:
+            async with aiohttp.ClientSession() as session:
+                assert (
+                    await _put(session, f"{ingest}/init.mp4", init_segment(90_000, 64, 64)) == 201
+                )
+                parts = [_part(n) for n in range(4)]
+                for n, data in enumerate(parts):
+                    assert await _put(session, f"{ingest}/p{n}.m4s", data) == 201
+                async with session.get(f"{child.url}/live/s/seg0.part1.m4s") as response:
+                    assert response.status == 200
+                    assert await response.read() == parts[1]
+                held = asyncio.ensure_future(
+                    session.get(f"{child.url}/live/s/index.m3u8?_HLS_msn=1&_HLS_part=1")
+                )
+                push = await session.get(f"{child.url}/push/s")
+                assert push.status == 200
+                await asyncio.sleep(0.2)
+                assert not held.done()
+                assert await _put(session, f"{ingest}/p4.m4s", _part(4)) == 201
+                reply = await held
+                assert reply.status == 200
+                assert 'URI="seg1.part1.m4s"' in await reply.text()
+                reply.release()
+                # The push viewer gets the init segment, the catch-up part and the new part.
+                received = b""
+                while received.count(b"moof") < 2:
+                    received += await asyncio.wait_for(push.content.readany(), 5.0)
+                push.release()
+                async with session.get(f"{child.url}/metrics") as response:
+                    metrics = await response.text()
+                assert "livesim_upstream_fetches_total" in metrics
+                assert "livesim_open_connections" in metrics
+        finally:
+            await child.close()
+            await parent.close()
+            await origin.close()
+
+    arun(scenario())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sized
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
@@ -31,6 +32,12 @@ class ServerMetrics:
         self._by_response: dict[tuple[str, int], Any] = {}
         """The requests counter's child per (method, status): `labels()` costs a lookup with
         a lock, which a sale service answering 20,000 requests a second feels."""
+
+    def track_connections(self, connections: Sized) -> None:
+        """Export the number of open client connections (viewers polling or pushed, buyers)."""
+        self.gauge(
+            "livesim_open_connections", "Client connections open now (active viewers and buyers)"
+        ).set_function(lambda: len(connections))
 
     def counter(self, name: str, documentation: str) -> Counter:
         """A counter of this server (labelled with its name)."""

@@ -58,6 +58,7 @@ async def start_origin(
 ) -> Running:
     origin = Origin(config)
     http = await serve(origin.router, host, port, limits or Limits(), origin.metrics)
+    origin.metrics.track_connections(http.connections)
     return Running(http, origin, host)
 
 
@@ -70,6 +71,7 @@ async def start_edge(
     )
     edge = Edge(config, session)
     http = await serve(edge.router, host, port, limits or Limits(), edge.metrics)
+    edge.metrics.track_connections(http.connections)
     return Running(http, edge, host, session)
 
 
@@ -80,6 +82,7 @@ async def start_sale(
     service = SaleService(open_store(store))
     limits = limits or Limits(body_bytes=SALE_BODY_BYTES)
     http = await serve(service.router, host, port, limits, service.metrics)
+    service.metrics.track_connections(http.connections)
     return Running(http, service, host)
 
 
