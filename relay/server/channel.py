@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 from relay.core.fmp4 import Fragment, InitInfo
 from relay.core.playlist import render_playlist
@@ -36,6 +37,7 @@ class Channel:
         segment_s: float,
         part_target_s: float,
         window_segments: int,
+        on_push_drop: Callable[[], None],
     ) -> None:
         self.name = name
         self.live = LiveStream(
@@ -51,7 +53,7 @@ class Channel:
         self.segments: dict[int, Response] = {}
         self.files: dict[str, list[tuple[int, int]]] = {}
         """Ingest file name -> the parts it carried (for DELETE)."""
-        self.push = PushHub()
+        self.push = PushHub(on_push_drop)
         self.push.init = init
         self._playlists: dict[bool, Response] = {}
         self._changed: asyncio.Future[None] = asyncio.get_running_loop().create_future()

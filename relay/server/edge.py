@@ -96,6 +96,9 @@ class Edge:
         )
         self._upstream = m.counter("livesim_upstream_fetches", "Requests sent to the parent")
         self._viewers = m.gauge("livesim_push_viewers", "Push viewers connected")
+        self._push_dropped = m.counter(
+            "livesim_push_dropped", "Push viewers cut off for falling too far behind"
+        )
         self.router = Router(NAMES)
         add = self.router.add
         add("GET", r"/live/{stream}/{file}", self.media)
@@ -241,7 +244,7 @@ class Edge:
         stream = request.params["stream"]
         entry = self._hubs.get(stream)
         if entry is None:
-            hub = PushHub()
+            hub = PushHub(self._push_dropped.inc)
             ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
             self._hubs[stream] = (hub, ready)
             self._spawn(self._relay_push(stream, hub, ready))

@@ -61,6 +61,9 @@ class Origin:
             "livesim_held_requests", "Blocking playlist and preload-hint requests being held"
         )
         self._viewers = self.metrics.gauge("livesim_push_viewers", "Push viewers connected")
+        self._push_dropped = self.metrics.counter(
+            "livesim_push_dropped", "Push viewers cut off for falling too far behind"
+        )
         served = Counter(
             "livesim_media_requests",
             "Playback requests answered, by kind (playlist, init, part, segment)",
@@ -138,6 +141,7 @@ class Origin:
             segment_s=self.config.segment_s,
             part_target_s=self.config.part_target_s,
             window_segments=self.config.window_segments,
+            on_push_drop=self._push_dropped.inc,
         )
         return Response(201)
 

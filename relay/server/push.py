@@ -9,7 +9,7 @@ link is too slow for the stream) is cut off rather than allowed to hold anyone u
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 _END = b""
 """Queued to end a subscriber's response (parts are never empty)."""
@@ -26,13 +26,13 @@ class _Subscriber:
 class PushHub:
     """Fan-out of one stream's parts to push viewers."""
 
-    def __init__(self, queue_parts: int = 64) -> None:
+    def __init__(self, on_drop: Callable[[], None], queue_parts: int = 64) -> None:
         self.queue_parts = queue_parts
         self.init: bytes | None = None
         self._since_independent: list[bytes] = []
         self._subscribers: set[_Subscriber] = set()
-        self.dropped = 0
-        """Subscribers cut off for falling behind."""
+        self._on_drop = on_drop
+        """Called for each subscriber cut off for falling behind."""
 
     @property
     def viewers(self) -> int:
@@ -77,7 +77,7 @@ class PushHub:
     def _drop(self, subscriber: _Subscriber) -> None:
         subscriber.dropped = True
         self._subscribers.discard(subscriber)
-        self.dropped += 1
+        self._on_drop()
         # Wake its reader so its response ends now.
         while not subscriber.queue.empty():
             subscriber.queue.get_nowait()
