@@ -112,9 +112,14 @@ def test_1000_viewers_on_one_edge_make_one_origin_fetch_per_part(relay: Relay) -
     assert parts <= published + 2
     # Blocking reloads for the same part share one forwarded request.
     assert playlists <= 2 * published + 4
-    # The edge's own counters tell the same story: the viewers waited on fetches in flight.
-    for name in ("livesim_coalesced_waits_total", "livesim_cache_hits_total"):
-        assert _metric(edge_after, name) - _metric(edge_before, name) > 1000, name
+    # The edge's own counters tell the same story: each part a viewer received cost it a
+    # playlist and a part request, and all but the few that went upstream were cache hits or
+    # waits on a fetch already in flight.
+    shared = sum(
+        _metric(edge_after, name) - _metric(edge_before, name)
+        for name in ("livesim_cache_hits_total", "livesim_coalesced_waits_total")
+    )
+    assert shared >= 2 * stats.parts - parts - playlists - 2
 
 
 def test_viewers_of_a_killed_edge_continue_from_another(relay: Relay) -> None:
