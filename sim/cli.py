@@ -9,6 +9,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -172,7 +173,7 @@ def _cmd_relay(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         ingest, key = args.ingest, args.key
     else:
-        text = sys.stdin.readline() if args.relay == "-" else Path(args.relay).read_text()
+        text = sys.stdin.readline() if args.relay == "-" else _ready_line(Path(args.relay))
         try:
             urls = json.loads(text)
             ingest, key = urls["ingest"].replace("{stream}", args.stream), urls["key"]
@@ -194,6 +195,23 @@ def _cmd_relay(args: argparse.Namespace) -> int:
     stats = run(publish(config))
     print(json.dumps({"parts": stats.parts, "bytes": stats.bytes_sent, "late_s": stats.late_s}))
     return EXIT_OK
+
+
+RELAY_READY_WAIT_S = 30.0
+
+
+def _ready_line(path: Path) -> str:
+    """The first line of `path`, waiting for `livesim relay up` to write it (it may still be
+    starting when both are launched together); "" if it never comes."""
+    deadline = time.monotonic() + RELAY_READY_WAIT_S
+    while True:
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            text = ""
+        if "\n" in text or time.monotonic() > deadline:
+            return text.partition("\n")[0]
+        time.sleep(0.1)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

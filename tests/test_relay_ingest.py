@@ -158,28 +158,29 @@ def test_blocking_reload_answers_holds_and_refuses_as_the_rfc_says() -> None:
 
 
 def test_relay_up_prints_its_urls_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
+    # As the README runs them: `relay up > relay.json &`, then at once `publish --relay
+    # relay.json`, which waits for the line to be written.
+    line = tmp_path / "relay.json"
     command = [
         sys.executable, "-m", "sim.cli", "relay", "up", "--edges", "2",
         "--store", f"sqlite:{tmp_path / 'sale.db'}",
     ]  # fmt: skip
-    up = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    with line.open("w") as out:
+        up = subprocess.Popen(command, stdout=out, stderr=subprocess.DEVNULL)
     try:
-        assert up.stdout is not None
-        urls = json.loads(up.stdout.readline())
-        assert set(urls) >= {"origin", "edges", "sale", "ingest", "key"}
-        assert len(urls["edges"]) == 2 and len(urls["key"]) >= 16
-        assert urls["ingest"] == urls["origin"] + "/ingest/{stream}/"
-        line = tmp_path / "relay.json"
-        line.write_text(json.dumps(urls))
         publish_command = [
             sys.executable, "-m", "sim.cli", "relay", "publish", "--relay", str(line),
             "--duration-s", "1.5",
         ]  # fmt: skip
         publish = subprocess.run(
-            publish_command, capture_output=True, text=True, timeout=30, check=False
+            publish_command, capture_output=True, text=True, timeout=60, check=False
         )
         assert publish.returncode == 0, publish.stderr
         assert json.loads(publish.stdout)["parts"] == 5
+        urls = json.loads(line.read_text())
+        assert set(urls) >= {"origin", "edges", "sale", "ingest", "key"}
+        assert len(urls["edges"]) == 2 and len(urls["key"]) >= 16
+        assert urls["ingest"] == urls["origin"] + "/ingest/{stream}/"
         for edge in urls["edges"]:
             status, text = arun(_text(f"{edge}/live/demo/index.m3u8"))
             assert status == 200 and "#EXT-X-ENDLIST" in text
