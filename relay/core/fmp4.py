@@ -22,21 +22,21 @@ DEFAULT_MAX_BOX_BYTES = 16 * 1024 * 1024
 """Largest box a `FragmentSplitter` accepts unless told otherwise."""
 _BYTE_TYPE_CHARS = frozenset(range(0x20, 0x7F)) | {0xA9}
 """BytesLike allowed in a box type: printable ASCII, and '©' of the iTunes metadata boxes."""
-_NTP_ERA_S = 1 << 32
+NTP_ERA_S = 1 << 32
 
 # tfhd flags (8.8.7.1)
-_TFHD_BASE_DATA_OFFSET = 0x1
-_TFHD_SAMPLE_DESCRIPTION_INDEX = 0x2
-_TFHD_DEFAULT_DURATION = 0x8
-_TFHD_DEFAULT_SIZE = 0x10
-_TFHD_DEFAULT_FLAGS = 0x20
+TFHD_BASE_DATA_OFFSET = 0x1
+TFHD_SAMPLE_DESCRIPTION_INDEX = 0x2
+TFHD_DEFAULT_DURATION = 0x8
+TFHD_DEFAULT_SIZE = 0x10
+TFHD_DEFAULT_FLAGS = 0x20
 # trun flags (8.8.8.1)
-_TRUN_DATA_OFFSET = 0x1
-_TRUN_FIRST_SAMPLE_FLAGS = 0x4
-_TRUN_DURATION = 0x100
-_TRUN_SIZE = 0x200
-_TRUN_FLAGS = 0x400
-_TRUN_CTS_OFFSET = 0x800
+TRUN_DATA_OFFSET = 0x1
+TRUN_FIRST_SAMPLE_FLAGS = 0x4
+TRUN_DURATION = 0x100
+TRUN_SIZE = 0x200
+TRUN_FLAGS = 0x400
+TRUN_CTS_OFFSET = 0x800
 
 BytesLike = bytes | bytearray | memoryview
 
@@ -432,16 +432,16 @@ def _parse_traf(data: BytesLike, traf: Box, init: InitInfo) -> _TrackRun:
     tfhd = _Fields(data, _require(data, traf, "tfhd"))
     _, flags = tfhd.full_header()
     track = init.track(tfhd.u32())
-    if flags & _TFHD_BASE_DATA_OFFSET:
+    if flags & TFHD_BASE_DATA_OFFSET:
         tfhd.skip(8)
-    if flags & _TFHD_SAMPLE_DESCRIPTION_INDEX:
+    if flags & TFHD_SAMPLE_DESCRIPTION_INDEX:
         tfhd.skip(4)
     default_duration = (
-        tfhd.u32() if flags & _TFHD_DEFAULT_DURATION else track.default_sample_duration
+        tfhd.u32() if flags & TFHD_DEFAULT_DURATION else track.default_sample_duration
     )
-    if flags & _TFHD_DEFAULT_SIZE:
+    if flags & TFHD_DEFAULT_SIZE:
         tfhd.skip(4)
-    default_flags = tfhd.u32() if flags & _TFHD_DEFAULT_FLAGS else track.default_sample_flags
+    default_flags = tfhd.u32() if flags & TFHD_DEFAULT_FLAGS else track.default_sample_flags
     base_decode_time = None
     tfdt_box = _child(data, traf, "tfdt")
     if tfdt_box is not None:
@@ -454,25 +454,23 @@ def _parse_traf(data: BytesLike, traf: Box, init: InitInfo) -> _TrackRun:
         trun = _Fields(data, trun_box)
         _, flags = trun.full_header()
         count = trun.u32()
-        if flags & _TRUN_DATA_OFFSET:
+        if flags & TRUN_DATA_OFFSET:
             trun.skip(4)
-        first = trun.u32() if flags & _TRUN_FIRST_SAMPLE_FLAGS else None
-        present = [
-            f for f in (_TRUN_DURATION, _TRUN_SIZE, _TRUN_FLAGS, _TRUN_CTS_OFFSET) if flags & f
-        ]
+        first = trun.u32() if flags & TRUN_FIRST_SAMPLE_FLAGS else None
+        present = [f for f in (TRUN_DURATION, TRUN_SIZE, TRUN_FLAGS, TRUN_CTS_OFFSET) if flags & f]
         width = len(present)
         if count * width * 4 > trun.remaining:
             raise ValueError(f"trun box is truncated: {count} samples declared")
         values = trun.take(f">{count * width}I") if width else ()
-        if flags & _TRUN_DURATION:
-            duration += sum(values[present.index(_TRUN_DURATION) :: width])
+        if flags & TRUN_DURATION:
+            duration += sum(values[present.index(TRUN_DURATION) :: width])
         else:
             duration += count * default_duration
         if first_flags is None and count:
             if first is not None:
                 first_flags = first
-            elif flags & _TRUN_FLAGS:
-                first_flags = values[present.index(_TRUN_FLAGS)]
+            elif flags & TRUN_FLAGS:
+                first_flags = values[present.index(TRUN_FLAGS)]
             else:
                 first_flags = default_flags
     return _TrackRun(track.track_id, base_decode_time, duration, first_flags)
@@ -484,7 +482,7 @@ def _parse_prft(data: BytesLike, prft: Box) -> tuple[int, float]:
     version, _ = fields.full_header()
     track_id, ntp = fields.take(">IQ")
     fields.skip(8 if version == 1 else 4)  # media_time
-    return track_id, _ntp_to_unix(ntp)
+    return track_id, ntp_to_unix(ntp)
 
 
 def _fragment(
@@ -514,9 +512,9 @@ def _fragment(
     )
 
 
-def _ntp_to_unix(ntp: int) -> float:
+def ntp_to_unix(ntp: int) -> float:
     """Unix seconds of a 64-bit NTP timestamp; seconds below 2**31 are era 1 (RFC 4330 3)."""
-    seconds, fraction = divmod(ntp, _NTP_ERA_S)
+    seconds, fraction = divmod(ntp, NTP_ERA_S)
     if seconds < 1 << 31:
-        seconds += _NTP_ERA_S
-    return (seconds - NTP_UNIX_OFFSET_S) + fraction / _NTP_ERA_S
+        seconds += NTP_ERA_S
+    return (seconds - NTP_UNIX_OFFSET_S) + fraction / NTP_ERA_S

@@ -15,14 +15,14 @@ import struct
 from collections.abc import Sequence
 
 from relay.core.fmp4 import (
-    _NTP_ERA_S,
-    _TFHD_DEFAULT_FLAGS,
-    _TRUN_DATA_OFFSET,
-    _TRUN_DURATION,
-    _TRUN_FIRST_SAMPLE_FLAGS,
-    _TRUN_SIZE,
+    NTP_ERA_S,
     NTP_UNIX_OFFSET_S,
     SAMPLE_IS_NON_SYNC,
+    TFHD_DEFAULT_FLAGS,
+    TRUN_DATA_OFFSET,
+    TRUN_DURATION,
+    TRUN_FIRST_SAMPLE_FLAGS,
+    TRUN_SIZE,
     BytesLike,
 )
 
@@ -30,10 +30,10 @@ WRITER_TRACK_ID = 1
 """Track ID of the single video track that `init_segment` and `fragment` write."""
 _UNIX_MIN_S = (1 << 31) - NTP_UNIX_OFFSET_S
 """First Unix second an NTP timestamp can carry (1968-01-20, RFC 4330 section 3)."""
-_UNIX_END_S = (1 << 31) + _NTP_ERA_S - NTP_UNIX_OFFSET_S
+_UNIX_END_S = (1 << 31) + NTP_ERA_S - NTP_UNIX_OFFSET_S
 """End of the NTP era-1 range (2104-02-26, RFC 4330 section 3)."""
 # tfhd flag (8.8.7.1) that only the writer sets
-_TFHD_DEFAULT_BASE_IS_MOOF = 0x20000
+TFHD_DEFAULT_BASE_IS_MOOF = 0x20000
 # Sample flags the writer sets: sample_depends_on 2 (an I frame), or 1 and non-sync.
 _SYNC_SAMPLE_FLAGS = 0x0200_0000
 _NON_SYNC_SAMPLE_FLAGS = 0x0100_0000 | SAMPLE_IS_NON_SYNC
@@ -131,8 +131,8 @@ def fragment(
     table = struct.pack(f">{2 * count}I", *(value for pair in pairs for value in pair))
 
     def moof(data_offset: int) -> bytes:
-        trun_flags = _TRUN_DATA_OFFSET | _TRUN_FIRST_SAMPLE_FLAGS | _TRUN_DURATION | _TRUN_SIZE
-        tfhd_flags = _TFHD_DEFAULT_BASE_IS_MOOF | _TFHD_DEFAULT_FLAGS
+        trun_flags = TRUN_DATA_OFFSET | TRUN_FIRST_SAMPLE_FLAGS | TRUN_DURATION | TRUN_SIZE
+        tfhd_flags = TFHD_DEFAULT_BASE_IS_MOOF | TFHD_DEFAULT_FLAGS
         tfhd = struct.pack(">2I", WRITER_TRACK_ID, _NON_SYNC_SAMPLE_FLAGS)
         trun = struct.pack(">IiI", count, data_offset, first_flags) + table
         traf = _box(
@@ -168,14 +168,14 @@ def grey_picture(width: int, height: int, min_bytes: int = 0, *, idr_pic_id: int
 
 
 def _unix_to_ntp(unix_s: float) -> int:
-    """64-bit NTP timestamp of a Unix time, the inverse of `_ntp_to_unix`."""
+    """64-bit NTP timestamp of a Unix time, the inverse of `ntp_to_unix`."""
     if not _UNIX_MIN_S <= unix_s < _UNIX_END_S:
         raise ValueError(
             f"capture_s must be a Unix time in [{_UNIX_MIN_S}, {_UNIX_END_S}), got {unix_s}"
         )
     whole = math.floor(unix_s)
-    fraction = round((unix_s - whole) * _NTP_ERA_S)
-    return (((whole + NTP_UNIX_OFFSET_S) % _NTP_ERA_S) << 32) + fraction
+    fraction = round((unix_s - whole) * NTP_ERA_S)
+    return (((whole + NTP_UNIX_OFFSET_S) % NTP_ERA_S) << 32) + fraction
 
 
 def _box(kind: bytes, *parts: bytes) -> bytes:

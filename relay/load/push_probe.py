@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import cast
 from urllib.parse import urlsplit
 
-from relay.core.fmp4 import NTP_UNIX_OFFSET_S
+from relay.core.fmp4 import ntp_to_unix
 from relay.server.run import run
 
 READ_BUFFER_BYTES = 256 * 1024
@@ -51,7 +51,6 @@ DELAY_BUCKET_S = 0.001
 DELAY_BUCKETS = 60_000
 """Delays are counted in 1 ms buckets up to a minute (the last bucket takes anything above)."""
 LAG_TICK_S = 0.05
-_NTP_ERA_S = 1 << 32
 
 # Chunked-framing states.
 _HEAD, _SIZE, _DATA, _CRLF, _END = range(5)
@@ -311,11 +310,7 @@ def _prft_capture_s(body: bytearray) -> float:
     """Unix time of a prft body (version/flags, track id, 64-bit NTP time, media time)."""
     if len(body) < 16:
         raise ProbeError("prft box too short")
-    ntp = int.from_bytes(body[8:16], "big")
-    seconds, fraction = divmod(ntp, _NTP_ERA_S)
-    if seconds < 1 << 31:  # NTP era 1 (RFC 4330 3)
-        seconds += _NTP_ERA_S
-    return seconds - NTP_UNIX_OFFSET_S + fraction / _NTP_ERA_S
+    return ntp_to_unix(int.from_bytes(body[8:16], "big"))
 
 
 @dataclass
