@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -21,6 +22,7 @@ from relay_support import KEY, Relay, arun, relay_up, wait_for_parts
 from relay.core.fmp4_writer import fragment, grey_picture, init_segment
 from relay.core.playlist import check_playlist, parse_playlist
 from relay.server.edge import EdgeConfig
+from relay.server.http import Router, Streamed, serve
 from relay.server.origin import OriginConfig
 from relay.server.run import start_edge, start_origin
 
@@ -236,5 +238,37 @@ def test_an_edge_behind_an_edge_relays_parts_playlists_and_push() -> None:
             await child.close()
             await parent.close()
             await origin.close()
+
+    arun(scenario())
+
+
+def test_an_edge_never_passes_a_parents_broken_answer_off_as_complete() -> None:
+    async def broken() -> AsyncIterator[bytes]:
+        yield b"x" * 1000
+        await asyncio.sleep(0.05)
+        raise ConnectionError("the encoder went away")
+
+    router = Router()
+    router.add("GET", r"/live/s/seg0.part0.m4s", lambda _r: Streamed(200, broken(), "video/mp4"))
+
+    async def scenario() -> None:
+        parent = await serve(router)
+        edge = await start_edge(EdgeConfig(parent=f"http://127.0.0.1:{parent.port}"))
+        try:
+            async with aiohttp.ClientSession() as session:
+
+                async def fetch() -> bytes:
+                    async with session.get(f"{edge.url}/live/s/seg0.part0.m4s") as response:
+                        assert response.status == 200
+                        return await response.read()
+
+                outcomes = await asyncio.gather(fetch(), fetch(), return_exceptions=True)
+                assert all(isinstance(o, aiohttp.ClientPayloadError) for o in outcomes), outcomes
+                # Nothing broken was cached: the next request goes to the parent again.
+                with pytest.raises(aiohttp.ClientPayloadError):
+                    await fetch()
+        finally:
+            await edge.close()
+            await parent.close()
 
     arun(scenario())

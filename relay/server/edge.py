@@ -30,7 +30,6 @@ from relay.server.push import PushHub
 
 log = logging.getLogger("livesim.relay.edge")
 
-_PASSED_HEADERS = ("content-type", "cache-control")
 _FORWARDED_QUERY = ("_HLS_msn", "_HLS_part", "_HLS_skip")
 _PLAYLISTS_KEPT = 256
 """Cached playlist answers above which expired ones are swept."""
@@ -54,23 +53,30 @@ class _Fetch:
 
     def __init__(self) -> None:
         self.status = 0
-        self.headers: tuple[tuple[str, str], ...] = ()
+        self.content_type: str | None = None
         self.chunks: list[bytes] = []
-        self.done = False
+        self.result: Response | None = None
+        """The whole answer, built once when the fetch ends well (for every later waiter)."""
+        self.failed = False
+        """The parent's answer broke off: the bytes are incomplete."""
         self.changed = asyncio.Event()
         self.started = asyncio.Event()
+        self.ended = asyncio.Event()
 
     def update(self) -> None:
         self.changed.set()
         self.changed = asyncio.Event()
 
     async def stream(self) -> AsyncIterator[bytes]:
+        """The body as it arrives; ConnectionError if the parent's answer breaks off."""
         i = 0
         while True:
             while i < len(self.chunks):
                 yield self.chunks[i]
                 i += 1
-            if self.done:
+            if self.failed:
+                raise ConnectionError("the parent's answer broke off")
+            if self.ended.is_set():
                 return
             await self.changed.wait()
 
@@ -140,11 +146,12 @@ class Edge:
 
     async def _answer(self, fetch: _Fetch) -> Reply:
         await fetch.started.wait()
-        if fetch.status != 200:
-            return Response(fetch.status, b"".join(fetch.chunks), "application/json")
-        if fetch.done:
-            return Response(200, b"".join(fetch.chunks), dict(fetch.headers).get("content-type"))
-        return Streamed(200, fetch.stream(), dict(fetch.headers).get("content-type"))
+        if fetch.status == 200 and not fetch.ended.is_set():
+            return Streamed(200, fetch.stream(), fetch.content_type)
+        await fetch.ended.wait()
+        if fetch.result is None:
+            raise HttpError(502, "the parent's answer broke off")
+        return fetch.result
 
     async def _fetch(self, key: tuple[str, str], fetch: _Fetch) -> None:
         stream, file = key
@@ -153,29 +160,24 @@ class Edge:
         try:
             async with self.session.get(url) as upstream:
                 fetch.status = upstream.status
-                fetch.headers = tuple(
-                    (name, upstream.headers[name])
-                    for name in _PASSED_HEADERS
-                    if name in upstream.headers
-                )
+                fetch.content_type = upstream.headers.get("content-type")
                 fetch.started.set()
                 async for chunk in upstream.content.iter_any():
                     fetch.chunks.append(chunk)
                     fetch.update()
+            fetch.result = Response(fetch.status, b"".join(fetch.chunks), fetch.content_type)
         except (aiohttp.ClientError, TimeoutError) as error:
-            if not fetch.started.is_set():
+            if fetch.started.is_set():
+                fetch.failed = True
+            else:
                 fetch.status = 502
-                fetch.chunks = [json_error(502, f"parent unreachable: {error}").body]
+                fetch.result = json_error(502, f"parent unreachable: {error}")
                 fetch.started.set()
-            ok = False
-        else:
-            ok = fetch.status == 200
-        fetch.done = True
+        fetch.ended.set()
         fetch.update()
         del self._fetches[key]
-        if ok:
-            content_type = dict(fetch.headers).get("content-type")
-            self.cache.fill(key, Response(200, b"".join(fetch.chunks), content_type))
+        if fetch.result is not None and fetch.status == 200:
+            self.cache.fill(key, fetch.result)
         else:
             self.cache.abort(key)
 

@@ -517,6 +517,12 @@ class Connection(asyncio.Protocol):
                         observe.sent(len(chunk))
                 if not self._drained.is_set() and not await self._drain():
                     return
+        except (ConnectionError, ValueError) as error:
+            # The source broke off (a parent's answer, a relayed stream): no terminating chunk,
+            # so the client sees the body as incomplete rather than short.
+            log.info("streamed response broke off", extra={"peer": self._peer, "error": str(error)})
+            transport.abort()
+            return
         finally:
             aclose = getattr(reply.chunks, "aclose", None)
             if aclose is not None:
