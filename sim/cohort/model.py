@@ -32,6 +32,7 @@ from scipy.signal import fftconvolve
 from sim.audience import expected_arrivals
 from sim.cohort.grid import JoinKernel, Kernel, LatencyGrid, max_with, step_cdf
 from sim.cohort.population import EdgeGroups, StreamBands, edge_groups, rate_classes, stream_bands
+from sim.events import start_scenario_events
 from sim.exact.schedule import (
     PRE_ROLL_S,
     draw_network,
@@ -789,12 +790,14 @@ class CohortModel:
         if self.protocol == "http-flv":
             self.rendition[:] = self.push_rendition[None, None, :]
         env = self.env
-        for i in range(len(self.scenario.faults)):
-            env.process(self._fault(i))
-        for sale in self.scenario.sales:
-            env.process(self._announce(sale.at_s, self.sale_audiences))
-        for lottery in self.scenario.lotteries:
-            env.process(self._announce(lottery.at_s, self.lottery_audiences))
+        start_scenario_events(
+            env,
+            self.scenario,
+            self._fault,
+            self._announce,
+            self.sale_audiences,
+            self.lottery_audiences,
+        )
         every = max(1, self.n_steps // _PROGRESS_STEPS)
         for t in range(self.n_steps):
             env.run(until=float(self.step_edges_s[t]) + 1e-9)

@@ -14,6 +14,7 @@ import numpy as np
 import simpy
 
 from sim.audience import Arrivals, draw_arrivals
+from sim.events import start_scenario_events
 from sim.exact.node import Node, OriginNode
 from sim.exact.schedule import (
     Schedule,
@@ -240,12 +241,14 @@ class Model:
     def run(self, progress: Callable[[float], None] | None = None) -> Measurements:
         env = self.env
         env.process(self._spawn())
-        for i in range(len(self.scenario.faults)):
-            env.process(self._fault(i))
-        for sale in self.scenario.sales:
-            env.process(self._announce(sale.at_s, self.sale_audiences))
-        for lottery in self.scenario.lotteries:
-            env.process(self._announce(lottery.at_s, self.lottery_audiences))
+        start_scenario_events(
+            env,
+            self.scenario,
+            self._fault,
+            self._announce,
+            self.sale_audiences,
+            self.lottery_audiences,
+        )
         duration_s = self.scenario.scenario.duration_s
         steps = _PROGRESS_STEPS if progress is not None else 1
         for k in range(1, steps + 1):
