@@ -76,7 +76,7 @@ def start_all(edges: int, host: str, store: str, key: str) -> Servers:
     """Start every server (the origin first: the edges need its URL)."""
     servers = Servers()
     try:
-        servers.origin = start_server("origin", ["--host", host, "--key", key])
+        servers.origin = start_server("origin", ["--host", host, f"--key={key}"])
         origin_url = servers.origin[1]
         servers.sale = start_server("sale", ["--host", host, "--store", store])
         for i in range(edges):

@@ -12,9 +12,13 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
+from sim.bench import cli as bench_cli
 from sim.errors import ScenarioError
+
+if TYPE_CHECKING:
+    from sim.scenario import Scenario
 
 EXIT_OK, EXIT_SLO_MISSED, EXIT_USAGE = 0, 1, 2
 
@@ -45,8 +49,18 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, help="override scenario.seed")
     run.add_argument("--replications", type=int, default=1, help="independent replications")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_calibration_option(run)
+    _calibrate_parser(
+        verbs.add_parser("calibrate", help="measure this machine's relay service parameters")
+    )
     _relay_parser(
         verbs.add_parser("relay", help="run the real relay (origin, edges, sale) on loopback")
+    )
+    bench_cli.add_arguments(
+        verbs.add_parser(
+            "bench",
+            help="run a scenario against the real relay on loopback, compare with the model",
+        )
     )
     return parser
 
@@ -78,7 +92,29 @@ def _relay_parser(relay: argparse.ArgumentParser) -> None:
     publish.add_argument("--duration-s", type=float, default=0.0, help="0 = until interrupted")
 
 
-def _progress(quiet: bool) -> tuple[Callable[[float], None] | None, Callable[[], None]]:
+def _add_calibration_option(run: argparse.ArgumentParser) -> None:
+    run.add_argument(
+        "--calibration",
+        metavar="FILE",
+        help="apply this machine's relay parameters (from `livesim calibrate`) after the --sets",
+    )
+
+
+def _calibrate_parser(calibrate: argparse.ArgumentParser) -> None:
+    calibrate.add_argument(
+        "--out",
+        default="calibration.toml",
+        metavar="FILE",
+        help="where to write the calibration (default calibration.toml)",
+    )
+    calibrate.add_argument(
+        "--duration-s", type=float, default=3.0, help="length of each load (default 3 s)"
+    )
+
+
+def progress_bar(
+    quiet: bool, desc: str = "simulating"
+) -> tuple[Callable[[float], None] | None, Callable[[], None]]:
     """A progress bar on stderr for runs longer than ~2 s, unless quiet or not a terminal."""
     if quiet or not sys.stderr.isatty():
         return None, lambda: None
@@ -89,7 +125,7 @@ def _progress(quiet: bool) -> tuple[Callable[[float], None] | None, Callable[[],
         delay=2.0,
         file=sys.stderr,
         leave=False,
-        desc="simulating",
+        desc=desc,
         bar_format="{l_bar}{bar}| {elapsed}<{remaining}",
     )
 
@@ -135,11 +171,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from sim.run import run_scenario
     from sim.scenario import load_scenario
 
-    scenario = load_scenario(args.scenario, args.overrides)
+    scenario = _calibrated(load_scenario(args.scenario, args.overrides), args)
     out_dir = Path(args.out) if args.out else Path("reports") / scenario.scenario.name
     if out_dir.exists() and not out_dir.is_dir():
         raise ScenarioError("--out", f"{out_dir} exists and is not a directory")
-    update, close = _progress(args.quiet)
+    update, close = progress_bar(args.quiet)
     try:
         result = run_scenario(
             scenario,
@@ -154,6 +190,47 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(format_summary(result))
     print(f"wrote {out_dir / 'result.json'} and {out_dir / 'report.md'}")
     return EXIT_OK if result["ok"] else EXIT_SLO_MISSED
+
+
+def _calibrated(scenario: Scenario, args: argparse.Namespace) -> Scenario:
+    """The scenario with `--calibration FILE` applied after the user's --sets (if given)."""
+    if args.calibration is None:
+        return scenario
+    from sim.calibration import applied_line, calibration_overrides, load_calibration
+    from sim.scenario import load_scenario
+
+    calibration = load_calibration(args.calibration)
+    overrides = [*args.overrides, *calibration_overrides(calibration, scenario)]
+    calibrated = load_scenario(args.scenario, overrides)
+    print(applied_line(args.calibration, calibration))
+    return calibrated
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from relay.calibrate import CalibrationError, measure
+    from relay.up import StartupError
+    from sim.calibration import format_table, save_calibration
+
+    out = Path(args.out)
+    if not (math.isfinite(args.duration_s) and args.duration_s > 0):
+        raise ScenarioError("--duration-s", f"must be a number > 0; given {args.duration_s}")
+    if out.is_dir():
+        raise ScenarioError("--out", f"{out} is a directory, not a file")
+    if not out.parent.is_dir():
+        raise ScenarioError("--out", f"no such directory: {out.parent}")
+
+    def progress(line: str) -> None:
+        print(f"calibrate: {line}", file=sys.stderr, flush=True)
+
+    try:
+        calibration = measure(args.duration_s, progress)
+        save_calibration(calibration, out)
+    except (StartupError, CalibrationError, OSError) as error:
+        print(f"livesim calibrate: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    print(format_table(calibration))
+    print(f"wrote {out}")
+    return EXIT_OK
 
 
 def _cmd_relay(args: argparse.Namespace) -> int:
@@ -222,6 +299,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.verb == "relay":
             return _cmd_relay(args)
+        if args.verb == "calibrate":
+            return _cmd_calibrate(args)
+        if args.verb == "bench":
+            return bench_cli.run(args)
         return _cmd_run(args)
     except ScenarioError as err:
         print(f"livesim: error: {err}", file=sys.stderr)

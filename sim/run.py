@@ -43,6 +43,17 @@ def resolve_engine(scenario: Scenario, requested: str | None) -> str:
     return engine
 
 
+def replication_seeds(
+    seed: int, replications: int
+) -> list[tuple[np.random.SeedSequence, np.random.SeedSequence]]:
+    """(engine, sales) seeds of each replication: the i-th child of SeedSequence(seed), split."""
+    out = []
+    for child in np.random.SeedSequence(seed).spawn(replications):
+        engine_seed, sale_seed = child.spawn(2)
+        out.append((engine_seed, sale_seed))
+    return out
+
+
 def run_scenario(
     scenario: Scenario,
     *,
@@ -63,11 +74,9 @@ def run_scenario(
     if run_seed < 0:
         raise ScenarioError("--seed", f"must be an integer >= 0; given {run_seed}")
     started = time.perf_counter()
-    children = np.random.SeedSequence(run_seed).spawn(replications)
     runs, sales, lotteries, chats = [], [], [], []
-    for i, child in enumerate(children):
+    for i, (engine_seed, sale_seed) in enumerate(replication_seeds(run_seed, replications)):
         step = None if progress is None else _scaled(progress, i, replications)
-        engine_seed, sale_seed = child.spawn(2)
         run_engine = run_exact if chosen == "exact" else run_cohort
         m = run_engine(scenario, np.random.default_rng(engine_seed), step)
         sale_rng = np.random.default_rng(sale_seed)

@@ -292,6 +292,10 @@ class PushProbe(asyncio.BufferedProtocol):
 
     def _part_done(self) -> None:
         capture_s, self._capture_s = self._capture_s, None
+        self.part_received(capture_s)
+
+    def part_received(self, capture_s: float | None) -> None:
+        """A part's last byte arrived (`capture_s`: its prft stamp, if any): count its delay."""
         stats = self.stats
         if not stats.measuring:
             return

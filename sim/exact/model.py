@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Generator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ from sim.audience import Arrivals, draw_arrivals
 from sim.events import start_scenario_events
 from sim.exact.node import Node, OriginNode
 from sim.exact.schedule import (
+    Network,
     Schedule,
     build_schedule,
     draw_network,
@@ -34,6 +36,35 @@ _SPREAD = 1_000_003
 _PROGRESS_STEPS = 200
 
 
+@dataclass(frozen=True)
+class Draws:
+    """What one replication of the exact engine draws before it runs, in this order."""
+
+    network: Network
+    arrivals: Arrivals
+    viewer_rtt_s: np.ndarray
+    """Per viewer: round trip to its edge."""
+    viewer_rate_bps: np.ndarray
+    """Per viewer: access-link rate."""
+    edge_draws: np.ndarray
+    """Per viewer: uniform [0, 1) picking its first edge (edge int(draw * alive edges))."""
+
+
+def draw_replication(scenario: Scenario, rng: np.random.Generator) -> Draws:
+    """The network and audience of a replication (a bench drives the same audience)."""
+    network = draw_network(scenario, rng)
+    duration_s = scenario.scenario.duration_s
+    arrivals = draw_arrivals(scenario.audience, scenario.hosts, duration_s, rng)
+    n = len(arrivals)
+    return Draws(
+        network=network,
+        arrivals=arrivals,
+        viewer_rtt_s=scenario.tiers[-1].rtt_ms.sample(rng, n) / 1e3,
+        viewer_rate_bps=scenario.audience.last_mile_mbps.sample(rng, n) * 1e6,
+        edge_draws=rng.random(n),
+    )
+
+
 class Model:
     """Everything one replication of the exact engine needs, built from a scenario and a seed."""
 
@@ -46,9 +77,9 @@ class Model:
         self.n_bins = max(1, math.ceil(duration_s / self.bin_s))
         self.protocol = scenario.stream.protocol
 
-        edge_tier = scenario.tiers[-1]
         n_streams = scenario.hosts.count
-        self.network = draw_network(scenario, rng)
+        draws = draw_replication(scenario, rng)
+        self.network = draws.network
         self.schedule: Schedule = build_schedule(scenario, self.network)
         unit_s = self.unit_s = self.schedule.unit_s
         self.rendition_bps = [kbps * 1e3 for kbps in scenario.stream.bitrates_kbps]
@@ -68,11 +99,11 @@ class Model:
         self.edges = self.tiers[-1]
         self.alive_edges: list[Node] = list(self.edges)
 
-        self.arrivals: Arrivals = draw_arrivals(scenario.audience, scenario.hosts, duration_s, rng)
+        self.arrivals: Arrivals = draws.arrivals
         n = len(self.arrivals)
-        self.viewer_rtt_s = edge_tier.rtt_ms.sample(rng, n) / 1e3
-        self.viewer_rate_bps = scenario.audience.last_mile_mbps.sample(rng, n) * 1e6
-        self.edge_draws = rng.random(n)
+        self.viewer_rtt_s = draws.viewer_rtt_s
+        self.viewer_rate_bps = draws.viewer_rate_bps
+        self.edge_draws = draws.edge_draws
         self._pool = [float(x) for x in rng.random(_DRAW_POOL)]
         self._pool_i = 0
 

@@ -1,0 +1,1 @@
+"""`livesim bench`: a scenario run against the real relay on loopback, and held to the model."""

@@ -1,0 +1,194 @@
+"""The relay a bench runs against: its server processes, faults made real, counters scraped.
+
+`start_relay` starts the scaled scenario's delivery tree on loopback, each node its own
+`python -m relay.server.run` process: the origin, one edge per middle tier chained behind it, and
+the edges behind the last of those, plus the sale service. `Scraper` reads every server's
+`/metrics` once per time bin and keeps the per-bin increase of its counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import aiohttp
+import numpy as np
+
+from relay.up import start_server
+from sim.scenario import Scenario
+
+COUNTERS = (
+    "requests",
+    "bytes_sent",
+    "upstream_fetches",
+    "cache_hits",
+    "cache_misses",
+    "media_fetches",
+)
+"""Per node and bin: responses, body bytes, requests to the parent, cache hits and misses, and
+(origin only) parts and segments served."""
+
+_SAMPLE = re.compile(r"^livesim_([a-z_]+)_total(\{[^}]*\})? ([0-9.eE+-]+)$", re.MULTILINE)
+
+
+@dataclass
+class Node:
+    """One server process of the delivery tree."""
+
+    tier: int
+    index: int
+    args: list[str]
+    """Its `relay.server.run` arguments (a restart reuses them, and its port)."""
+    process: subprocess.Popen[str]
+    url: str
+
+    @property
+    def port(self) -> int:
+        port = urlsplit(self.url).port
+        assert port is not None
+        return port
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
+    def restart(self) -> None:
+        """Start it again on the same port (after `kill`)."""
+        role = "origin" if self.tier == 0 else "edge"
+        self.process, self.url = start_server(role, [*self.args, "--port", str(self.port)])
+
+
+@dataclass
+class Relay:
+    tiers: list[list[Node]] = field(default_factory=list)
+    sale: subprocess.Popen[str] | None = None
+    sale_url: str = ""
+    key: str = ""
+
+    @property
+    def edges(self) -> list[Node]:
+        return self.tiers[-1]
+
+    @property
+    def origin(self) -> Node:
+        return self.tiers[0][0]
+
+    def nodes(self) -> list[Node]:
+        return [node for tier in self.tiers for node in tier]
+
+    def stop(self) -> None:
+        """Stop every process this relay started (SIGTERM, then SIGKILL after 5 s)."""
+        processes = [node.process for node in self.nodes()]
+        if self.sale is not None:
+            processes.append(self.sale)
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in processes:
+            try:
+                process.wait(5.0)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def start_relay(scenario: Scenario, *, key: str, store: str, part_s: float) -> Relay:
+    """Start the scenario's tree (origin, chained middle tiers, edges) and the sale service."""
+    relay = Relay(key=key)
+    stream = scenario.stream
+    try:
+        origin_args = [
+            f"--key={key}",  # one argument: a key may begin with "-"
+            "--segment-s", str(stream.segment_s),
+            "--part-target-s", str(part_s),
+            "--log-level", "warning",
+        ]  # fmt: skip
+        process, url = start_server("origin", origin_args)
+        relay.tiers.append([Node(0, 0, origin_args, process, url)])
+        for t, tier in enumerate(scenario.tiers[1:], start=1):
+            parent = relay.tiers[t - 1][0].url
+            nodes = []
+            for i in range(tier.nodes):
+                args = [
+                    "--parent", parent,
+                    "--name", f"{tier.name}-{i}",
+                    "--cache-parts", str(tier.cache_parts),
+                    "--log-level", "warning",
+                ]  # fmt: skip
+                process, url = start_server("edge", args)
+                nodes.append(Node(t, i, args, process, url))
+            relay.tiers.append(nodes)
+        relay.sale, relay.sale_url = start_server(
+            "sale", ["--store", store, "--log-level", "warning"]
+        )
+    except BaseException:
+        relay.stop()
+        raise
+    return relay
+
+
+def parse_counters(text: str) -> dict[str, float]:
+    """The counters of one `/metrics` page (summed over labels) that a bench keeps."""
+    found = dict.fromkeys(COUNTERS, 0.0)
+    for name, labels, value in _SAMPLE.findall(text):
+        if name in found:
+            found[name] += float(value)
+        elif name == "media_requests" and ('kind="part"' in labels or 'kind="segment"' in labels):
+            found["media_fetches"] += float(value)
+    return found
+
+
+class Scraper:
+    """Per node, per bin: how much each counter grew (a restarted node counts from zero)."""
+
+    def __init__(self, relay: Relay, n_bins: int) -> None:
+        self.relay = relay
+        self.n_bins = n_bins
+        self.bins = {
+            (n.tier, n.index): {c: np.zeros(n_bins) for c in COUNTERS} for n in relay.nodes()
+        }
+        self._last = {key: dict.fromkeys(COUNTERS, 0.0) for key in self.bins}
+
+    async def scrape(self, session: aiohttp.ClientSession, into_bin: int | None) -> None:
+        """Read every live node now and add what grew since the last read to `into_bin`
+        (None: only note the counters, as the baseline)."""
+        reads = [self._read(session, node) for node in self.relay.nodes()]
+        for node, counters in zip(self.relay.nodes(), await asyncio.gather(*reads), strict=True):
+            if counters is None:
+                continue
+            key = (node.tier, node.index)
+            last = self._last[key]
+            for name, value in counters.items():
+                grown = value - last[name] if value >= last[name] else value
+                if name == "requests":
+                    grown = max(0.0, grown - 1.0)  # the previous scrape's own request
+                if into_bin is not None:
+                    self.bins[key][name][min(into_bin, self.n_bins - 1)] += grown
+                last[name] = value
+
+    def restarted(self, node: Node) -> None:
+        """`node` was started again: its counters begin from zero."""
+        self._last[(node.tier, node.index)] = dict.fromkeys(COUNTERS, 0.0)
+
+    async def _read(self, session: aiohttp.ClientSession, node: Node) -> dict[str, float] | None:
+        if node.process.poll() is not None:
+            return None
+        try:
+            async with session.get(f"{node.url}/metrics") as response:
+                return parse_counters(await response.text())
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            return None
+
+    def tier_sum(self, tier: int, counter: str) -> np.ndarray:
+        """Per bin, summed over the tier's nodes."""
+        found = [bins[counter] for (t, _), bins in self.bins.items() if t == tier]
+        return np.sum(found, axis=0)
+
+    def node_max(self, tier: int, counter: str) -> float:
+        """The busiest node-bin of the tier."""
+        found = [bins[counter].max() for (t, _), bins in self.bins.items() if t == tier]
+        return float(max(found, default=0.0))
