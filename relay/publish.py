@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import shutil
 import time
 from dataclasses import dataclass
 
@@ -92,3 +93,52 @@ async def _put(
         if response.status >= 300:
             body = (await response.text())[:200]
             raise RuntimeError(f"ingest refused {url}: {response.status} {body}")
+
+
+def ffmpeg_command(config: PublishConfig, ffmpeg: str = "ffmpeg") -> list[str]:
+    """An ffmpeg command publishing a test pattern to the ingest as `publish` would: one CMAF
+    fragment (HLS fMP4 "segment") per part, a key frame every `gop_s`, each stamped with a
+    `prft` box of the wall clock when ffmpeg wrote it (its capture stamp)."""
+    frames = max(1, round(config.part_s * config.fps))
+    gop_frames = max(frames, round(config.gop_s / config.part_s) * frames)
+    rate = f"{config.bitrate_kbps:g}k"
+    command = [
+        ffmpeg, "-hide_banner", "-loglevel", "error", "-re",
+        "-f", "lavfi", "-i", f"testsrc2=size={WIDTH}x{HEIGHT}:rate={config.fps}",
+    ]  # fmt: skip
+    if config.duration_s > 0:
+        command += ["-t", f"{config.duration_s:g}"]
+    command += [
+        "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency",
+        "-g", str(gop_frames), "-keyint_min", str(gop_frames), "-sc_threshold", "0",
+        "-b:v", rate, "-maxrate", rate, "-bufsize", rate,
+        "-f", "hls", "-hls_time", f"{frames / config.fps:.6f}", "-hls_segment_type", "fmp4",
+        "-hls_list_size", "30", "-hls_flags", "delete_segments",
+        "-hls_segment_options", "write_prft=wallclock",
+        "-method", "PUT", "-http_persistent", "1",
+        "-headers", f"Authorization: Bearer {config.key}\r\n",
+        f"{config.ingest.rstrip('/')}/index.m3u8",
+    ]  # fmt: skip
+    return command
+
+
+async def publish_with_ffmpeg(config: PublishConfig) -> None:
+    """Run `ffmpeg_command` until it ends or this is cancelled (then ffmpeg is stopped)."""
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise RuntimeError("--publisher ffmpeg needs ffmpeg on PATH")
+    process = await asyncio.create_subprocess_exec(
+        *ffmpeg_command(config, ffmpeg), stdin=asyncio.subprocess.DEVNULL
+    )
+    try:
+        code = await process.wait()
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), 5.0)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+    if code != 0:
+        raise RuntimeError(f"ffmpeg exited with code {code}")

@@ -250,17 +250,8 @@ def _cmd_relay(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         ingest, key = args.ingest, args.key
     else:
-        text = sys.stdin.readline() if args.relay == "-" else _ready_line(Path(args.relay))
-        try:
-            urls = json.loads(text)
-            ingest, key = urls["ingest"].replace("{stream}", args.stream), urls["key"]
-        except (ValueError, KeyError, TypeError):
-            print(
-                "livesim relay publish: error: --relay needs the JSON line `livesim relay up` "
-                "printed",
-                file=sys.stderr,
-            )
-            return EXIT_USAGE
+        urls = read_relay_urls(args.relay, "--relay")
+        ingest, key = urls["ingest"].replace("{stream}", args.stream), urls["key"]
     config = PublishConfig(
         ingest=ingest,
         key=key,
@@ -275,6 +266,22 @@ def _cmd_relay(args: argparse.Namespace) -> int:
 
 
 RELAY_READY_WAIT_S = 30.0
+
+
+def read_relay_urls(source: str, flag: str) -> dict[str, Any]:
+    """The JSON line `livesim relay up` printed, from the file `source` or - (stdin)."""
+    text = sys.stdin.readline() if source == "-" else _ready_line(Path(source))
+    try:
+        urls = json.loads(text)
+        if not (
+            isinstance(urls, dict)
+            and all(isinstance(urls.get(k), str) for k in ("origin", "sale", "ingest", "key"))
+            and isinstance(urls.get("edges"), list)
+        ):
+            raise ValueError
+    except ValueError:
+        raise ScenarioError(flag, "needs the JSON line `livesim relay up` printed") from None
+    return urls
 
 
 def _ready_line(path: Path) -> str:

@@ -1,7 +1,7 @@
 """Viewer sessions for `livesim bench`: real LL-HLS, HLS and push clients driving a `Player`.
 
-Each session plays one stream from a list of edges, beginning at `first_edge`, as the simulator's
-viewers do:
+Each session plays one stream from the edge its `pick_edge` names, as the simulator's viewers
+do:
 
 * LL-HLS: the playlist, then from `hold_back` parts behind the newest listed one, for every part
   a blocking playlist reload naming it (`_HLS_msn`/`_HLS_part`) and the part itself.
@@ -9,7 +9,7 @@ viewers do:
   playlist once per segment duration (from its arrival on) and fetches what is new.
 * Push: one long response; the edge sends the newest part at once and every part after it.
 
-On a refused or broken connection the session waits `reconnect_s`, moves to the next edge and
+On a refused or broken connection the session waits `reconnect_s`, asks `pick_edge` again and
 resumes where it was (LL-HLS, HLS) or from the live edge (push); its play head carries on, so the
 gap shows as rebuffering, not as a new join. Sessions run until cancelled.
 """
@@ -52,11 +52,12 @@ class RunClock:
 
 @dataclass(frozen=True)
 class Target:
-    """Where a session watches: its edges (host, port) and the stream."""
+    """Where a session watches: the edges (host, port), which one to use, and the stream."""
 
     edges: Sequence[tuple[str, int]]
+    pick_edge: Callable[[], int]
+    """The index of the edge to (re)connect to: a request router's choice."""
     stream: str
-    first_edge: int
     reconnect_s: float
     unit_s: float
     """Duration of one unit (part, segment or push chunk) of the stream."""
@@ -85,10 +86,9 @@ async def _get(connection: HttpConnection, path: str) -> bytes:
 
 async def llhls_session(target: Target, player: Player, clock: RunClock) -> None:
     """Play over LL-HLS until cancelled."""
-    edge = target.first_edge
     position: tuple[int, int] | None = None
     while True:
-        host, port = target.edges[edge % len(target.edges)]
+        host, port = target.edges[target.pick_edge()]
         connection: HttpConnection | None = None
         base = f"/live/{target.stream}"
         try:
@@ -112,7 +112,6 @@ async def llhls_session(target: Target, player: Player, clock: RunClock) -> None
         finally:
             if connection is not None:
                 connection.close()
-        edge += 1
         await asyncio.sleep(target.reconnect_s)
 
 
@@ -141,11 +140,10 @@ def _listed(playlist: bytes) -> bytes:
 
 async def hls_session(target: Target, player: Player, clock: RunClock) -> None:
     """Play over classic HLS (whole segments, polled playlist) until cancelled."""
-    edge = target.first_edge
     phase_s = clock.now()
     last: int | None = None
     while True:
-        host, port = target.edges[edge % len(target.edges)]
+        host, port = target.edges[target.pick_edge()]
         connection: HttpConnection | None = None
         base = f"/live/{target.stream}"
         try:
@@ -172,7 +170,6 @@ async def hls_session(target: Target, player: Player, clock: RunClock) -> None:
         finally:
             if connection is not None:
                 connection.close()
-        edge += 1
         await asyncio.sleep(target.reconnect_s)
 
 
@@ -197,7 +194,6 @@ class _PushSession(PushProbe):
 
 async def push_session(target: Target, player: Player, clock: RunClock, stats: ProbeStats) -> None:
     """Watch over push until cancelled (`stats` is shared by a crowd: one read buffer)."""
-    edge = target.first_edge
     loop = asyncio.get_running_loop()
 
     def on_part(capture_unix: float | None) -> None:
@@ -205,7 +201,7 @@ async def push_session(target: Target, player: Player, clock: RunClock, stats: P
             player.receive(clock.now(), clock.capture_s(capture_unix), target.unit_s)
 
     while True:
-        host, port = target.edges[edge % len(target.edges)]
+        host, port = target.edges[target.pick_edge()]
         request = f"GET /push/{target.stream} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
         session: _PushSession | None = None
         try:
@@ -218,5 +214,4 @@ async def push_session(target: Target, player: Player, clock: RunClock, stats: P
         finally:
             if session is not None:
                 session.close()
-        edge += 1
         await asyncio.sleep(target.reconnect_s)

@@ -101,6 +101,10 @@ class Edge:
             "livesim_coalesced_waits", "Requests that waited for a fetch already in flight"
         )
         self._upstream = m.counter("livesim_upstream_fetches", "Requests sent to the parent")
+        self._from_parent = m.counter(
+            "livesim_media_from_parent",
+            "Parts and segments received from the parent (fetched or pushed)",
+        )
         self._viewers = m.gauge("livesim_push_viewers", "Push viewers connected")
         self._push_dropped = m.counter(
             "livesim_push_dropped", "Push viewers cut off for falling too far behind"
@@ -166,6 +170,8 @@ class Edge:
                     fetch.chunks.append(chunk)
                     fetch.update()
             fetch.result = Response(fetch.status, b"".join(fetch.chunks), fetch.content_type)
+            if fetch.status == 200 and file != "init.mp4":
+                self._from_parent.inc()
         except (aiohttp.ClientError, TimeoutError) as error:
             if fetch.started.is_set():
                 fetch.failed = True
@@ -286,6 +292,7 @@ class Edge:
                         ready.set_result(200)
                     for fragment in fragments:
                         hub.publish(fragment.data, independent=fragment.independent)
+                        self._from_parent.inc()
         except (aiohttp.ClientError, TimeoutError, ValueError) as error:
             log.warning("push relay for %s ended: %s", stream, error)
         finally:

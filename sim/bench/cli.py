@@ -39,6 +39,18 @@ def add_arguments(bench: argparse.ArgumentParser) -> None:
     bench.add_argument("--seed", type=int, help="override scenario.seed")
     bench.add_argument("--out", help="output directory (default reports/<scenario name>-bench/)")
     bench.add_argument(
+        "--urls",
+        metavar="FILE",
+        help="use a running `livesim relay up` (its JSON line, from FILE or - for stdin) instead "
+        "of starting a relay; the scenario must then be origin + edges without faults",
+    )
+    bench.add_argument(
+        "--publisher",
+        choices=("builtin", "ffmpeg"),
+        default="builtin",
+        help="what publishes the streams: the built-in publisher (default) or ffmpeg",
+    )
+    bench.add_argument(
         "--store",
         help="sale stock: sqlite:PATH (default: a file in the output directory) or redis://HOST:PORT",
     )
@@ -68,9 +80,10 @@ def add_arguments(bench: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sim.bench.run import BenchOptions, LoadGeneratorBottleneck, run_bench
-    from sim.bench.scale import largest_scale, scaled
-    from sim.cli import progress_bar, write_outputs
+    from relay.up import StartupError
+    from sim.bench.run import BenchOptions, LoadGeneratorBottleneck, PublisherFailed, run_bench
+    from sim.bench.scale import check_attachable, largest_scale, scaled
+    from sim.cli import progress_bar, read_relay_urls, write_outputs
     from sim.report import format_summary
     from sim.scenario import load_scenario
 
@@ -85,7 +98,10 @@ def run(args: argparse.Namespace) -> int:
         how = "the largest this machine carries"
     else:
         how = "as asked"
-    small = scaled(scenario, scale)
+    urls = read_relay_urls(args.urls, "--urls") if args.urls else None
+    small = scaled(scenario, scale, None if urls is None else len(urls["edges"]))
+    if urls is not None:
+        check_attachable(small)
     out_dir = Path(args.out) if args.out else Path("reports") / f"{scenario.scenario.name}-bench"
     if out_dir.exists() and not out_dir.is_dir():
         raise ScenarioError("--out", f"{out_dir} exists and is not a directory")
@@ -104,10 +120,16 @@ def run(args: argparse.Namespace) -> int:
     try:
         measured = run_bench(
             small,
-            BenchOptions(store=store, load_workers=args.load_workers, seed=args.seed),
+            BenchOptions(
+                store=store,
+                load_workers=args.load_workers,
+                seed=args.seed,
+                publisher=args.publisher,
+                urls=urls,
+            ),
             update,
         )
-    except LoadGeneratorBottleneck as error:
+    except (LoadGeneratorBottleneck, PublisherFailed, StartupError) as error:
         print(f"livesim bench: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     finally:

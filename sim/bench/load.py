@@ -1,11 +1,16 @@
-"""One load-generator process of a bench: its share of the viewers and their buyers.
+"""One load-generator process of a bench: its share of the viewers.
 
 A share is a slice of the scaled scenario's audience (arrival, departure, stream, first edge per
 viewer). The process starts each viewer's session at its arrival and ends it at its departure,
-on the run's clock; at each sale's announcement it takes the replay latency of its viewers who
-are playing, and `buy_fraction` of them press "buy" that latency plus a reaction time later, as
-the simulator's buyers do. It reports what its players saw, every buyer's answer, and how late
-its own event loop ran (a generator that lags measures itself, not the relay).
+on the run's clock. At each sale's announcement it takes the replay latency of its viewers who
+are playing and picks `buy_fraction` of them, each pressing "buy" that latency plus a reaction
+time later, as the simulator's buyers do; it sends those presses to the parent process, which
+sends the buys from its own, lightly loaded, event loop (`sim.bench.buyers`): a viewer crowd's
+bursts would otherwise show up in the buyers' response times. It reports what its players saw
+and how late its own event loop ran (a generator that lags measures itself, not the relay).
+
+The parent and a load process talk over the process's stdin and stdout in length-prefixed
+pickles: the share in; `Presses` messages, then the `LoadReport`, out.
 """
 
 from __future__ import annotations
@@ -15,13 +20,13 @@ import pickle
 import sys
 import time
 from asyncio.subprocess import PIPE
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import numpy as np
 
-from relay.load.buyer import LoopLag, RetryPolicy, buy
+from relay.load.buyer import LoopLag
 from relay.load.player import Playback, Player
 from relay.load.push_probe import ProbeStats, raise_open_files
 from relay.load.sessions import RunClock, Target, hls_session, llhls_session, push_session
@@ -30,17 +35,57 @@ from sim.dists import Dist
 
 
 @dataclass(frozen=True)
-class SaleDrive:
-    """What a load process needs to send one sale's buyers."""
+class SaleDemandSpec:
+    """What a load process needs to pick one sale's buyers."""
 
     index: int
     at_s: float
     buy_fraction: float
     quantity: int
     reaction_s: Dist
-    policy: RetryPolicy
-    sale_url: str
-    sale_id: str
+
+
+@dataclass(frozen=True)
+class Press:
+    """One buyer's press of "buy" (one order of `quantity`)."""
+
+    user: str
+    key: str
+    latency_s: float
+    """The buyer's replay latency when the announcement played."""
+    press_s: float
+    """Run clock: announcement + latency + reaction."""
+
+
+@dataclass(frozen=True)
+class Presses:
+    sale: int
+    presses: list[Press]
+
+
+@dataclass(frozen=True)
+class Outage:
+    """Edges a bench takes down, from `at_s` until `until_s` (run clock)."""
+
+    at_s: float
+    until_s: float
+    edges: tuple[int, ...]
+
+
+class EdgeRouter:
+    """Sends viewers to live edges as the model's request routing does: edge
+    int(draw x live edges) among the edges not in an outage now (all of them if none is live)."""
+
+    def __init__(self, n_edges: int, outages: list[Outage], clock: RunClock) -> None:
+        self.n_edges = n_edges
+        self.outages = outages
+        self.clock = clock
+
+    def pick(self, draw: float) -> int:
+        now = self.clock.now()
+        down = {e for o in self.outages if o.at_s <= now < o.until_s for e in o.edges}
+        live = [e for e in range(self.n_edges) if e not in down] or list(range(self.n_edges))
+        return live[int(draw * len(live))]
 
 
 @dataclass(frozen=True)
@@ -63,29 +108,17 @@ class LoadShare:
     at_s: np.ndarray
     leave_s: np.ndarray
     stream: np.ndarray
-    first_edge: np.ndarray
-    sales: list[SaleDrive]
+    edge_draw: np.ndarray
+    """Per viewer: the uniform draw that picks its first edge (the model's draw)."""
+    outages: list[Outage]
+    sales: list[SaleDemandSpec]
     seed: np.random.SeedSequence
-
-
-@dataclass(frozen=True)
-class BuyRecord:
-    user: str
-    latency_s: float
-    """The buyer's replay latency when the announcement played."""
-    send_s: float
-    """First try sent, run clock."""
-    status: int
-    response_s: float
-    retries: int
 
 
 @dataclass
 class LoadReport:
     worker: int
     playback: Playback
-    buys: list[list[BuyRecord]]
-    """Per sale."""
     lag_s: list[float]
     """Event-loop lateness samples."""
     cpu_s: float
@@ -95,34 +128,55 @@ class LoadReport:
     errors: dict[str, int] = field(default_factory=dict)
 
 
-def run_share(share: LoadShare) -> LoadReport:
+def run_share(share: LoadShare, send: Callable[[Presses], None]) -> LoadReport:
     """Drive one share to the end of the run (blocking; a process's whole job)."""
     raise_open_files(2 * len(share.at_s) + 256)
-    report: LoadReport = run(_drive(share))
+    report: LoadReport = run(_drive(share, send))
     return report
 
 
-async def drive_in_process(share: LoadShare) -> LoadReport:
-    """Run `share` in a new `python -m sim.bench.load` process (pickles in and out)."""
+async def drive_in_process(share: LoadShare, on_presses: Callable[[Presses], None]) -> LoadReport:
+    """Run `share` in a new `python -m sim.bench.load` process; its presses go to `on_presses`."""
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "sim.bench.load", stdin=PIPE, stdout=PIPE
     )
+    assert process.stdin is not None and process.stdout is not None
     try:
-        out, _ = await process.communicate(pickle.dumps(share))
+        process.stdin.write(_frame(share))
+        await process.stdin.drain()
+        process.stdin.close()
+        while True:
+            message = await _read_frame(process.stdout)
+            if isinstance(message, LoadReport):
+                break
+            on_presses(message)
+        await process.wait()
+    except asyncio.IncompleteReadError:
+        await process.wait()
+        raise RuntimeError(
+            f"load process {share.worker} failed (exit code {process.returncode})"
+        ) from None
     finally:
         if process.returncode is None:
             process.kill()
             await process.wait()
-    if process.returncode != 0:
-        raise RuntimeError(f"load process {share.worker} failed (exit code {process.returncode})")
-    report: LoadReport = pickle.loads(out)
-    return report
+    return message
+
+
+def _frame(message: object) -> bytes:
+    data = pickle.dumps(message)
+    return len(data).to_bytes(8, "big") + data
+
+
+async def _read_frame(stream: asyncio.StreamReader) -> Any:
+    size = int.from_bytes(await stream.readexactly(8), "big")
+    return pickle.loads(await stream.readexactly(size))
 
 
 _SESSIONS = {"ll-hls": llhls_session, "hls": hls_session}
 
 
-async def _drive(share: LoadShare) -> LoadReport:
+async def _drive(share: LoadShare, send: Callable[[Presses], None]) -> LoadReport:
     loop = asyncio.get_running_loop()
     clock = RunClock(share.zero_unix)
     playback = Playback(share.bin_s, share.n_bins)
@@ -130,7 +184,7 @@ async def _drive(share: LoadShare) -> LoadReport:
     tasks: dict[int, asyncio.Task[None]] = {}
     probe_stats = ProbeStats(measuring=False)
     rng = np.random.default_rng(share.seed)
-    buys: list[list[BuyRecord]] = [[] for _ in share.sales]
+    router = EdgeRouter(len(share.edges), share.outages, clock)
     cpu0 = time.process_time()
     wall0 = time.monotonic()
 
@@ -142,10 +196,10 @@ async def _drive(share: LoadShare) -> LoadReport:
         if player is not None:
             player.leave(min(clock.now(), share.duration_s))
 
-    async with aiohttp.ClientSession() as session, LoopLag() as lag:
+    async with LoopLag() as lag:
         sale_tasks = [
-            asyncio.ensure_future(_sale(sale, watching, clock, rng, session, buys[k]))
-            for k, sale in enumerate(share.sales)
+            asyncio.ensure_future(_pick_buyers(sale, watching, clock, rng, send))
+            for sale in share.sales
         ]
         for i in np.argsort(share.at_s, kind="stable"):
             vid = int(share.viewer[i])
@@ -153,8 +207,8 @@ async def _drive(share: LoadShare) -> LoadReport:
             player = Player(playback, clock.now(), share.startup_s)
             target = Target(
                 edges=share.edges,
+                pick_edge=_picker(router, float(share.edge_draw[i]), rng),
                 stream=share.streams[int(share.stream[i])],
-                first_edge=int(share.first_edge[i]),
                 reconnect_s=share.reconnect_s,
                 unit_s=share.unit_s,
                 hold_back=share.hold_back,
@@ -177,7 +231,6 @@ async def _drive(share: LoadShare) -> LoadReport:
     return LoadReport(
         worker=share.worker,
         playback=playback,
-        buys=buys,
         lag_s=lag.samples_s,
         cpu_s=time.process_time() - cpu0,
         wall_s=time.monotonic() - wall0,
@@ -186,65 +239,56 @@ async def _drive(share: LoadShare) -> LoadReport:
     )
 
 
-async def _sale(
-    sale: SaleDrive,
+def _picker(router: EdgeRouter, first_draw: float, rng: np.random.Generator) -> Callable[[], int]:
+    """A viewer's edge choices: its own draw first, fresh ones on failover."""
+    draws = [first_draw]
+
+    def pick() -> int:
+        return router.pick(draws.pop() if draws else float(rng.random()))
+
+    return pick
+
+
+async def _pick_buyers(
+    sale: SaleDemandSpec,
     watching: dict[int, Player],
     clock: RunClock,
     rng: np.random.Generator,
-    session: aiohttp.ClientSession,
-    into: list[BuyRecord],
+    send: Callable[[Presses], None],
 ) -> None:
-    """At the announcement, pick this share's buyers; each presses after latency + reaction."""
+    """At the announcement, pick this share's buyers and send when each will press."""
     await asyncio.sleep(max(0.0, sale.at_s - clock.now()))
     playing = [(vid, p.latency_s) for vid, p in watching.items() if p.latency_s is not None]
     chosen = [entry for entry in playing if rng.random() < sale.buy_fraction]
     reaction_s = sale.reaction_s.sample(rng, len(chosen))
-    presses: list[Any] = []
-    for (vid, latency_s), react_s in zip(chosen, reaction_s, strict=True):
-        assert latency_s is not None
-        for q in range(sale.quantity):
-            press_s = sale.at_s + latency_s + float(react_s)
-            seed = int(rng.integers(2**63))
-            presses.append(_press(sale, vid, q, latency_s, press_s, seed, clock, session, into))
-    await asyncio.gather(*presses)
-
-
-async def _press(
-    sale: SaleDrive,
-    vid: int,
-    q: int,
-    latency_s: float,
-    press_s: float,
-    seed: int,
-    clock: RunClock,
-    session: aiohttp.ClientSession,
-    into: list[BuyRecord],
-) -> None:
-    await asyncio.sleep(max(0.0, press_s - clock.now()))
-    user = f"viewer-{vid}"
-    send_s = clock.now()
-    result = await buy(
-        session,
-        sale.sale_url,
-        sale.sale_id,
-        user,
-        f"{user}-sale{sale.index}-{q}",
-        rng=np.random.default_rng(seed),
-        policy=sale.policy,
-    )
-    into.append(
-        BuyRecord(user, latency_s, send_s, result.status, result.response_s, result.retries)
-    )
+    presses = [
+        Press(
+            user=f"viewer-{vid}",
+            key=f"viewer-{vid}-sale{sale.index}-{q}",
+            latency_s=latency_s,
+            press_s=sale.at_s + latency_s + float(react_s),
+        )
+        for (vid, latency_s), react_s in zip(chosen, reaction_s, strict=True)
+        if latency_s is not None
+        for q in range(sale.quantity)
+    ]
+    send(Presses(sale.index, presses))
 
 
 def main() -> None:
-    """A load process: a pickled LoadShare on stdin, its pickled LoadReport on stdout."""
-    share = pickle.loads(sys.stdin.buffer.read())
-    sys.stdout.buffer.write(pickle.dumps(run_share(share)))
+    """A load process: a framed LoadShare on stdin; framed Presses, then its LoadReport, out."""
+    size = int.from_bytes(sys.stdin.buffer.read(8), "big")
+    share = pickle.loads(sys.stdin.buffer.read(size))
+
+    def send(message: object) -> None:
+        sys.stdout.buffer.write(_frame(message))
+        sys.stdout.buffer.flush()
+
+    send(run_share(share, send))
 
 
 if __name__ == "__main__":
-    # Through the importable module, so the report pickles as sim.bench.load.LoadReport.
+    # Through the importable module, so what it sends pickles as sim.bench.load's classes.
     from sim.bench.load import main as load_main
 
     load_main()

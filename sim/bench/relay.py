@@ -12,6 +12,7 @@ import asyncio
 import re
 import subprocess
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -20,18 +21,11 @@ import numpy as np
 from relay.up import start_server
 from sim.scenario import Scenario
 
-COUNTERS = (
-    "requests",
-    "bytes_sent",
-    "upstream_fetches",
-    "cache_hits",
-    "cache_misses",
-    "media_fetches",
-)
-"""Per node and bin: responses, body bytes, requests to the parent, cache hits and misses, and
-(origin only) parts and segments served."""
+COUNTERS = ("requests", "bytes_sent", "media_from_parent", "cache_hits", "cache_misses")
+"""Per node and bin: responses, body bytes, parts and segments received from the parent
+(fetched or pushed), cache hits and misses."""
 
-_SAMPLE = re.compile(r"^livesim_([a-z_]+)_total(\{[^}]*\})? ([0-9.eE+-]+)$", re.MULTILINE)
+_SAMPLE = re.compile(r"^livesim_([a-z_]+)_total(?:\{[^}]*\})? ([0-9.eE+-]+)$", re.MULTILINE)
 
 
 @dataclass
@@ -42,7 +36,8 @@ class Node:
     index: int
     args: list[str]
     """Its `relay.server.run` arguments (a restart reuses them, and its port)."""
-    process: subprocess.Popen[str]
+    process: subprocess.Popen[str] | None
+    """None for a server this bench did not start (`attach_relay`)."""
     url: str
 
     @property
@@ -52,6 +47,7 @@ class Node:
         return port
 
     def kill(self) -> None:
+        assert self.process is not None, "only a server the bench started is killed"
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait()
@@ -82,7 +78,7 @@ class Relay:
 
     def stop(self) -> None:
         """Stop every process this relay started (SIGTERM, then SIGKILL after 5 s)."""
-        processes = [node.process for node in self.nodes()]
+        processes = [node.process for node in self.nodes() if node.process is not None]
         if self.sale is not None:
             processes.append(self.sale)
         for process in processes:
@@ -131,14 +127,25 @@ def start_relay(scenario: Scenario, *, key: str, store: str, part_s: float) -> R
     return relay
 
 
+def attach_relay(urls: dict[str, Any]) -> Relay:
+    """A relay started elsewhere (`livesim relay up`), from the JSON line it printed."""
+    try:
+        origin, edges, sale, key = urls["origin"], urls["edges"], urls["sale"], urls["key"]
+        tiers = [[Node(0, 0, [], None, str(origin))]]
+        tiers.append([Node(1, i, [], None, str(url)) for i, url in enumerate(edges)])
+    except (KeyError, TypeError) as error:
+        raise ValueError(f"not the line `livesim relay up` prints (missing {error})") from None
+    if not edges:
+        raise ValueError("the relay has no edges")
+    return Relay(tiers=tiers, sale_url=str(sale), key=str(key))
+
+
 def parse_counters(text: str) -> dict[str, float]:
     """The counters of one `/metrics` page (summed over labels) that a bench keeps."""
     found = dict.fromkeys(COUNTERS, 0.0)
-    for name, labels, value in _SAMPLE.findall(text):
+    for name, value in _SAMPLE.findall(text):
         if name in found:
             found[name] += float(value)
-        elif name == "media_requests" and ('kind="part"' in labels or 'kind="segment"' in labels):
-            found["media_fetches"] += float(value)
     return found
 
 
@@ -175,7 +182,7 @@ class Scraper:
         self._last[(node.tier, node.index)] = dict.fromkeys(COUNTERS, 0.0)
 
     async def _read(self, session: aiohttp.ClientSession, node: Node) -> dict[str, float] | None:
-        if node.process.poll() is not None:
+        if node.process is not None and node.process.poll() is not None:
             return None
         try:
             async with session.get(f"{node.url}/metrics") as response:

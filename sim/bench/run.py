@@ -29,12 +29,14 @@ from typing import Any
 import aiohttp
 import numpy as np
 
-from relay.load.buyer import RetryPolicy
+from relay.load.buyer import LoopLag, RetryPolicy
 from relay.load.player import Playback
-from relay.publish import PublishConfig, publish
+from relay.load.sessions import RunClock
+from relay.publish import PublishConfig, publish, publish_with_ffmpeg
 from relay.server.run import run as run_loop
-from sim.bench.load import BuyRecord, LoadReport, LoadShare, SaleDrive, drive_in_process
-from sim.bench.relay import Relay, Scraper, start_relay
+from sim.bench.buyers import BuyerDesk, BuyRecord, SaleEndpoint
+from sim.bench.load import LoadReport, LoadShare, Outage, SaleDemandSpec, drive_in_process
+from sim.bench.relay import Relay, Scraper, attach_relay, start_relay
 from sim.exact.model import draw_replication
 from sim.exact.schedule import hold_back_units, unit_layout
 from sim.measurements import Measurements, TierMeasurements, viewer_curve
@@ -45,11 +47,33 @@ from sim.sale.outcomes import sale_result
 from sim.sale.spec import Decision, SaleDemand, SaleOutcome
 from sim.scenario import Sale, Scenario
 
-LAG_P99_MAX_S = 0.05
-"""A load process whose timers fired later than this (p99) was too busy to time the relay."""
+LAG_P99_MAX_S = 0.1
+"""A load process whose timers fired later than this (p99) was too busy to time the relay: its
+viewers' arrival times would be late by as much (a tenth of an LL-HLS replay latency). Below it,
+the lag is mostly the moment a part lands and every viewer's request is answered at once, which
+delays the relay's edges as much as the load process."""
+BUYERS_LAG_P99_MAX_S = 0.05
+"""The same for the bench process's own loop, which times the buyers."""
 CPU_SHARE_MAX = 0.9
 """A load process that used more of its core than this was the bottleneck."""
 FPS = 30
+RESTART_S = 1.0
+"""Allowance for a killed edge's process to listen again: viewers are not routed to it before."""
+
+
+@dataclass
+class Outcome:
+    """What a bench run collected."""
+
+    shares: list[LoadShare]
+    reports: list[LoadReport]
+    scraper: Scraper
+    buys: list[list[BuyRecord]]
+    """Per sale, every buyer's answer."""
+    sold: list[int]
+    """Per sale, what the service says it sold."""
+    desk_lag_s: list[float]
+    """Lateness of the bench process's own loop (the buyers')."""
 
 
 class LoadGeneratorBottleneck(RuntimeError):
@@ -62,6 +86,14 @@ class BenchOptions:
     """Sale store: sqlite:PATH or redis://HOST:PORT."""
     load_workers: int = 1
     seed: int | None = None
+    publisher: str = "builtin"
+    """builtin (relay.publish) or ffmpeg (a test pattern through ffmpeg's HLS muxer)."""
+    urls: dict[str, Any] | None = None
+    """A running relay's JSON line (`livesim relay up`); None: start one here."""
+
+
+class PublisherFailed(RuntimeError):
+    """A stream's publisher stopped before the run ended."""
 
 
 def part_s_of(scenario: Scenario) -> float:
@@ -86,14 +118,18 @@ def run_bench(
     started = time.perf_counter()
     seed = scenario.scenario.seed if options.seed is None else options.seed
     key = secrets.token_urlsafe(16)
-    relay = start_relay(scenario, key=key, store=options.store, part_s=part_s_of(scenario))
+    if options.urls is not None:
+        relay = attach_relay(options.urls)
+    else:
+        relay = start_relay(scenario, key=key, store=options.store, part_s=part_s_of(scenario))
     try:
         outcome = run_loop(_bench(scenario, relay, options, seed, progress))
     finally:
         relay.stop()
-    shares, reports, scraper, sold = outcome
-    _check_load(reports)
-    return _result(scenario, shares, reports, scraper, sold, seed, time.perf_counter() - started)
+    load = _check_load(outcome)
+    result = _result(scenario, outcome, seed, time.perf_counter() - started)
+    result["load_generator"] = load
+    return result
 
 
 async def _bench(
@@ -102,38 +138,58 @@ async def _bench(
     options: BenchOptions,
     seed: int,
     progress: Callable[[float], None] | None,
-) -> tuple[list[LoadShare], list[LoadReport], Scraper, list[int]]:
+) -> Outcome:
     duration_s = scenario.scenario.duration_s
     bin_s = choose_bin_s(duration_s)
     n_bins = max(1, math.ceil(duration_s / bin_s))
     scraper = Scraper(relay, n_bins)
     streams = [f"s{i}" for i in range(scenario.hosts.count)]
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
+        LoopLag() as lag,
+    ):
         sale_ids = [await _create_sale(session, relay.sale_url, sale) for sale in scenario.sales]
+        publish_one = publish_with_ffmpeg if options.publisher == "ffmpeg" else publish
         publishers = [
-            asyncio.ensure_future(publish(_publish_config(scenario, relay, name)))
+            asyncio.ensure_future(publish_one(_publish_config(scenario, relay, name)))
             for name in streams
         ]
         zero_unix = time.time() + preroll_s(scenario)
-        shares = _shares(scenario, relay, options, seed, zero_unix, streams, sale_ids)
-        drives = [asyncio.ensure_future(drive_in_process(share)) for share in shares]
+        shares, desk_seed = _shares(scenario, relay, options, seed, zero_unix, streams)
+        desk = BuyerDesk(
+            RunClock(zero_unix),
+            session,
+            [
+                SaleEndpoint(relay.sale_url, sale_id, _retry_policy(sale))
+                for sale, sale_id in zip(scenario.sales, sale_ids, strict=True)
+            ],
+            np.random.default_rng(desk_seed),
+        )
+        drives = [asyncio.ensure_future(drive_in_process(s, desk.hand_over)) for s in shares]
+        outages = planned_outages(scenario, len(relay.edges))
         background = [
-            asyncio.ensure_future(
-                _fault(relay, scraper, fault.at_s, fault.duration_s, fault.count, zero_unix)
-            )
-            for fault in scenario.faults
+            asyncio.ensure_future(_fault(relay, scraper, outage, fault.duration_s, zero_unix))
+            for outage, fault in zip(outages, scenario.faults, strict=True)
         ]
         background.append(
             asyncio.ensure_future(_scrape(scraper, session, zero_unix, bin_s, n_bins, progress))
         )
         try:
-            reports = list(await asyncio.gather(*drives))
+            driving = asyncio.ensure_future(asyncio.gather(*drives))
+            watched: list[asyncio.Future[Any]] = [driving, *publishers]
+            await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+            for publisher in publishers:
+                if publisher.done():
+                    failure = publisher.exception()
+                    raise PublisherFailed(f"a publisher stopped before the run ended: {failure}")
+            reports = list(await driving)
+            await desk.finish()
         finally:
             for task in [*background, *publishers, *drives]:
                 task.cancel()
             await asyncio.gather(*background, *publishers, *drives, return_exceptions=True)
         sold = [await _sold(session, relay.sale_url, sale_id) for sale_id in sale_ids]
-    return shares, reports, scraper, sold
+    return Outcome(shares, reports, scraper, desk.records, sold, lag.samples_s)
 
 
 def _publish_config(scenario: Scenario, relay: Relay, stream: str) -> PublishConfig:
@@ -148,6 +204,16 @@ def _publish_config(scenario: Scenario, relay: Relay, stream: str) -> PublishCon
     )
 
 
+def _retry_policy(sale: Sale) -> RetryPolicy:
+    """The scenario's retry rules: `retries` after the first try, full-jitter doubling backoff."""
+    return RetryPolicy(
+        tries_max=sale.retries + 1,
+        base_s=sale.backoff_s,
+        cap_s=max(sale.backoff_s, 60.0),
+        timeout_s=sale.timeout_s,
+    )
+
+
 def _shares(
     scenario: Scenario,
     relay: Relay,
@@ -155,37 +221,29 @@ def _shares(
     seed: int,
     zero_unix: float,
     streams: list[str],
-    sale_ids: list[str],
-) -> list[LoadShare]:
-    """Split the audience over the load processes (viewer i to process i mod n)."""
+) -> tuple[list[LoadShare], np.random.SeedSequence]:
+    """Split the audience over the load processes (viewer i to process i mod n); and the seed
+    of the buyers' backoff draws."""
     duration_s = scenario.scenario.duration_s
     bin_s = choose_bin_s(duration_s)
     # The audience the model draws for replication 0 of this seed (common random numbers).
     engine_seed, sale_seed = replication_seeds(seed, 1)[0]
     draws = draw_replication(scenario, np.random.default_rng(engine_seed))
     arrivals = draws.arrivals
-    first_edge = (draws.edge_draws * len(relay.edges)).astype(int)
-    worker_seeds = sale_seed.spawn(options.load_workers)
+    outages = planned_outages(scenario, len(relay.edges))
+    desk_seed, *worker_seeds = sale_seed.spawn(1 + options.load_workers)
     unit_s, _ = unit_layout(scenario)
-    edges = [("127.0.0.1", node.port) for node in relay.edges]
-    drives = [
-        SaleDrive(
+    sales = [
+        SaleDemandSpec(
             index=k,
             at_s=sale.at_s,
             buy_fraction=sale.buy_fraction,
             quantity=sale.quantity,
             reaction_s=sale.reaction_s,
-            policy=RetryPolicy(
-                tries_max=sale.retries + 1,
-                base_s=sale.backoff_s,
-                cap_s=max(sale.backoff_s, 60.0),
-                timeout_s=sale.timeout_s,
-            ),
-            sale_url=relay.sale_url,
-            sale_id=sale_id,
         )
-        for k, (sale, sale_id) in enumerate(zip(scenario.sales, sale_ids, strict=True))
+        for k, sale in enumerate(scenario.sales)
     ]
+    edges = [("127.0.0.1", node.port) for node in relay.edges]
     viewer = np.arange(len(arrivals))
     shares = []
     for w in range(options.load_workers):
@@ -210,12 +268,13 @@ def _shares(
                 at_s=arrivals.at_s[mine],
                 leave_s=arrivals.leave_s[mine],
                 stream=arrivals.stream[mine],
-                first_edge=first_edge[mine],
-                sales=drives,
+                edge_draw=draws.edge_draws[mine],
+                outages=outages,
+                sales=sales,
                 seed=worker_seeds[w],
             )
         )
-    return shares
+    return shares, desk_seed
 
 
 async def _create_sale(session: aiohttp.ClientSession, sale_url: str, sale: Sale) -> str:
@@ -235,19 +294,31 @@ async def _sleep_until(zero_unix: float, at_s: float) -> None:
     await asyncio.sleep(max(0.0, zero_unix + at_s - time.time()))
 
 
+def planned_outages(scenario: Scenario, n_edges: int) -> list[Outage]:
+    """Each edge-down fault's edges (spread over the tier) and when they are down: from `at_s`
+    until they are listening again (restarting a process takes up to RESTART_S)."""
+    return [
+        Outage(
+            fault.at_s,
+            fault.at_s + fault.duration_s + RESTART_S,
+            tuple(sorted({round(k * n_edges / fault.count) % n_edges for k in range(fault.count)})),
+        )
+        for fault in scenario.faults
+    ]
+
+
 async def _fault(
-    relay: Relay, scraper: Scraper, at_s: float, duration_s: float, count: int, zero_unix: float
+    relay: Relay, scraper: Scraper, outage: Outage, down_s: float, zero_unix: float
 ) -> None:
-    """Kill `count` edges (spread over the tier) at `at_s`; start them again `duration_s` later."""
-    edges = relay.edges
-    chosen = sorted({round(k * len(edges) / count) % len(edges) for k in range(count)})
-    await _sleep_until(zero_unix, at_s)
-    for i in chosen:
-        edges[i].kill()
-    await _sleep_until(zero_unix, at_s + duration_s)
-    for i in chosen:
-        await asyncio.to_thread(edges[i].restart)
-        scraper.restarted(edges[i])
+    """Kill the outage's edges at its start; start them again `down_s` later."""
+    edges = [relay.edges[i] for i in outage.edges]
+    await _sleep_until(zero_unix, outage.at_s)
+    for edge in edges:
+        edge.kill()
+    await _sleep_until(zero_unix, outage.at_s + down_s)
+    for edge in edges:
+        await asyncio.to_thread(edge.restart)
+        scraper.restarted(edge)
 
 
 async def _scrape(
@@ -267,10 +338,13 @@ async def _scrape(
             progress((b + 1) / n_bins)
 
 
-def _check_load(reports: list[LoadReport]) -> None:
-    for report in reports:
-        lag_p99_s = float(np.quantile(report.lag_s, 0.99)) if report.lag_s else 0.0
+def _check_load(outcome: Outcome) -> dict[str, Any]:
+    """How the load generator fared; LoadGeneratorBottleneck if it limited the run."""
+    rows = []
+    for report in outcome.reports:
+        lag_p99_s = _p99(report.lag_s)
         share = report.cpu_s / report.wall_s if report.wall_s > 0 else 0.0
+        rows.append({"lag_p99_s": lag_p99_s, "cpu_share": share})
         if lag_p99_s > LAG_P99_MAX_S or share > CPU_SHARE_MAX:
             raise LoadGeneratorBottleneck(
                 f"load process {report.worker} was the bottleneck (event-loop lag p99 "
@@ -278,17 +352,22 @@ def _check_load(reports: list[LoadReport]) -> None:
                 f"of a core, limit {CPU_SHARE_MAX:.0%}): its timings would be its own, so none "
                 "are reported; lower --scale or add --load-workers"
             )
+    buyers_lag_s = _p99(outcome.desk_lag_s)
+    if buyers_lag_s > BUYERS_LAG_P99_MAX_S:
+        raise LoadGeneratorBottleneck(
+            f"the buyers' event loop lagged (p99 {buyers_lag_s * 1e3:.0f} ms, limit "
+            f"{BUYERS_LAG_P99_MAX_S * 1e3:.0f} ms): their response times would be its own, so "
+            "none are reported; lower --scale"
+        )
+    return {"viewer_processes": rows, "buyers_lag_p99_s": buyers_lag_s}
 
 
-def _result(
-    scenario: Scenario,
-    shares: list[LoadShare],
-    reports: list[LoadReport],
-    scraper: Scraper,
-    sold: list[int],
-    seed: int,
-    wall_s: float,
-) -> dict[str, Any]:
+def _p99(samples: list[float]) -> float:
+    return float(np.quantile(samples, 0.99)) if samples else 0.0
+
+
+def _result(scenario: Scenario, outcome: Outcome, seed: int, wall_s: float) -> dict[str, Any]:
+    shares, reports = outcome.shares, outcome.reports
     duration_s = scenario.scenario.duration_s
     bin_s = choose_bin_s(duration_s)
     n_bins = max(1, math.ceil(duration_s / bin_s))
@@ -319,12 +398,12 @@ def _result(
         peak_viewers=peak,
         sessions=int(at_s.size),
         viewers=curve,
-        tiers=_tiers(scenario, scraper, bin_s),
+        tiers=_tiers(scenario, outcome.scraper, bin_s),
         sale_audiences=[],
         lottery_audiences=[],
     )
     sales = [
-        sale_result(sale, [_sale_run(sale, [b for r in reports for b in r.buys[k]], sold[k])])
+        sale_result(sale, [_sale_run(sale, outcome.buys[k], outcome.sold[k])])
         for k, sale in enumerate(scenario.sales)
     ]
     notes = ["measured on the real relay over loopback"]
@@ -346,11 +425,7 @@ def _tiers(scenario: Scenario, scraper: Scraper, bin_s: float) -> list[TierMeasu
     out = []
     for t, spec in enumerate(scenario.tiers):
         bits = 8.0 * scraper.tier_sum(t, "bytes_sent")
-        upstream = (
-            scraper.tier_sum(0, "media_fetches").sum()
-            if t == 1
-            else scraper.tier_sum(t, "upstream_fetches").sum()
-        )
+        upstream = scraper.tier_sum(t, "media_from_parent").sum()
         out.append(
             TierMeasurements(
                 name=spec.name,

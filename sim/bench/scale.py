@@ -24,8 +24,9 @@ FAULT_KINDS = ("edge-down",)
 """Faults a bench can make real (an edge process is killed, then started again)."""
 
 
-def scale_overrides(scenario: Scenario, scale: float) -> list[str]:
-    """KEY=VALUE overrides that turn `scenario` into its scaled, relay-shaped version."""
+def scale_overrides(scenario: Scenario, scale: float, edges: int | None = None) -> list[str]:
+    """KEY=VALUE overrides that turn `scenario` into its scaled, relay-shaped version (with
+    `edges` edges when given: a running relay's)."""
     if not 0.0 < scale <= 1.0:
         raise ScenarioError("--scale", f"must be in (0, 1]; given {scale}")
     bad = [f.kind for f in scenario.faults if f.kind not in FAULT_KINDS]
@@ -34,11 +35,16 @@ def scale_overrides(scenario: Scenario, scale: float) -> list[str]:
             "fault.kind",
             f"a bench makes only {', '.join(FAULT_KINDS)} faults real; this scenario has {bad[0]}",
         )
+    last = scenario.tiers[-1].name
+    if any(f.tier not in (None, last) for f in scenario.faults):
+        raise ScenarioError(
+            "fault.tier", f"a bench takes down edges of the last tier ({last}) only"
+        )
     if scenario.stream.protocol == "webrtc":
         raise ScenarioError("stream.protocol", "the relay does not serve webrtc")
     audience = scenario.audience
-    edges = scenario.tiers[-1]
-    n_edges = min(edges.nodes, EDGES_MAX)
+    edge_tier = scenario.tiers[-1]
+    n_edges = min(edge_tier.nodes, EDGES_MAX) if edges is None else edges
     out = [
         f"audience.peak_viewers={max(1, round(audience.peak_viewers * scale))}",
         f"hosts.count={min(scenario.hosts.count, HOSTS_MAX)}",
@@ -47,9 +53,9 @@ def scale_overrides(scenario: Scenario, scale: float) -> list[str]:
     ]
     for tier in scenario.tiers[:-1]:
         out.append(f"tier.{tier.name}.nodes=1")
-    out.append(f"tier.{edges.name}.nodes={n_edges}")
+    out.append(f"tier.{edge_tier.name}.nodes={n_edges}")
     for i, fault in enumerate(scenario.faults):
-        count = max(1, math.floor(fault.count * n_edges / edges.nodes))
+        count = max(1, math.floor(fault.count * n_edges / edge_tier.nodes))
         out.append(f"fault.{i}.count={min(count, n_edges - 1)}")
     for i, sale in enumerate(scenario.sales):
         out.append(f"sale.{i}.stock={max(1, round(sale.stock * scale))}")
@@ -58,8 +64,32 @@ def scale_overrides(scenario: Scenario, scale: float) -> list[str]:
     return out
 
 
-def scaled(scenario: Scenario, scale: float) -> Scenario:
-    return parse_scenario(scenario.resolved(), scale_overrides(scenario, scale))
+def scaled(scenario: Scenario, scale: float, edges: int | None = None) -> Scenario:
+    return parse_scenario(scenario.resolved(), scale_overrides(scenario, scale, edges))
+
+
+RELAY_UP_SEGMENT_S = 2.0
+"""Segment length of the origin `livesim relay up` starts."""
+
+
+def check_attachable(scenario: Scenario) -> None:
+    """A (scaled) scenario a running `livesim relay up` can serve as it is, or ScenarioError."""
+    if len(scenario.tiers) != 2:
+        raise ScenarioError(
+            "tier",
+            f"`livesim relay up` runs an origin and edges; this scenario has {len(scenario.tiers)} "
+            "tiers: drop --urls and the bench starts a relay of that shape",
+        )
+    if scenario.faults:
+        raise ScenarioError(
+            "fault", "faults need a relay the bench starts (it restarts killed edges): drop --urls"
+        )
+    if abs(scenario.stream.segment_s - RELAY_UP_SEGMENT_S) > 1e-9:
+        raise ScenarioError(
+            "stream.segment_s",
+            f"`livesim relay up` makes {RELAY_UP_SEGMENT_S:g} s segments; this scenario has "
+            f"{scenario.stream.segment_s:g} s: drop --urls",
+        )
 
 
 REQUESTS_PER_CORE_PER_S = 3_500.0
