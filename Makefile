@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench reports clean test-tools bench-tools
+.PHONY: demo test lint bench reports validation clean test-tools bench-tools
 
 # System programs the relay tests and benchmarks drive, as command:package pairs. Missing ones
 # are installed with apt-get (one `apt-get update` first).
@@ -48,6 +48,17 @@ reports: $(STAMP)
 	for f in scenarios/*.toml; do n=$$(basename $$f .toml); \
 	  $(BIN)/livesim run $$f --out reports/$$n --quiet; rc=$$?; \
 	  [ $$rc -le 1 ] || echo "skipped $$f (it needs an engine this version lacks)"; done
+
+# The model against the real relay on every scenario docs/validation.md records (in real time:
+# about 20 minutes). Exit code 1: a metric outside the tolerance.
+VALIDATED := quickstart flash-sale-backends edge-failure push-flv hls-classic
+validation: $(STAMP) test-tools
+	mkdir -p reports/validation
+	$(BIN)/livesim calibrate --out reports/validation/calibration.toml
+	for n in $(VALIDATED); do \
+	  $(BIN)/livesim bench scenarios/$$n.toml --compare --quiet \
+	    --calibration reports/validation/calibration.toml --out reports/validation/$$n || exit $$?; \
+	done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .benchmarks

@@ -241,7 +241,10 @@ def _provenance(result: Mapping[str, Any]) -> list[str]:
         ["engine", result.get("engine", NA)],
         ["seed", result.get("seed", NA)],
         ["replications", result.get("replications", NA)],
-        ["simulated time", _fmt(result.get("sim_time_s"), ",.1f", " s")],
+        [
+            "run time (real)" if result.get("engine") == "relay" else "simulated time",
+            _fmt(result.get("sim_time_s"), ",.1f", " s"),
+        ],
         ["wall time", _fmt(result.get("wall_s"), ",.2f", " s")],
         ["platform", _platform(result.get("platform"))],
     ]

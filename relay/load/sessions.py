@@ -69,6 +69,11 @@ class EdgeFailed(Exception):
     """The edge refused or dropped the session: move to the next edge."""
 
 
+class Gone(EdgeFailed):
+    """A 404 for media the session asked for: it fell out of the live window, start again from
+    the live edge."""
+
+
 def capture_unix_s(body: bytes) -> float:
     """Capture stamp of the first `prft` box in a part or segment."""
     at = body.find(b"prft")
@@ -79,6 +84,8 @@ def capture_unix_s(body: bytes) -> float:
 
 async def _get(connection: HttpConnection, path: str) -> bytes:
     status, body = await connection.get(path)
+    if status == 404:
+        raise Gone(f"GET {path} answered 404")
     if status != 200:
         raise EdgeFailed(f"GET {path} answered {status}")
     return body
@@ -98,8 +105,8 @@ async def llhls_session(target: Target, player: Player, clock: RunClock) -> None
                 if not listed:
                     raise EdgeFailed("playlist lists no parts")
                 msn, index = listed[max(0, len(listed) - target.hold_back)]
-                position = (int(msn), int(index) - 1)
                 wanted = (int(msn), int(index))
+                position = (wanted[0], wanted[1] - 1)  # a failover before it resumes at `wanted`
             else:
                 wanted = await _next_part(connection, base, position)
             while True:
@@ -107,6 +114,9 @@ async def llhls_session(target: Target, player: Player, clock: RunClock) -> None
                 player.receive(clock.now(), clock.capture_s(capture_unix_s(body)), target.unit_s)
                 position = wanted
                 wanted = await _next_part(connection, base, position)
+        except Gone:
+            position = None
+            continue
         except (EdgeFailed, ConnectionError, OSError, TimeoutError):
             pass
         finally:

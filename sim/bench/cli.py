@@ -3,8 +3,9 @@
 Writes into `--out` (default reports/<scenario name>-bench/): result.json and the report of the
 relay run (engine "relay"); with `--compare` also model/ (the simulator's run of the same scaled
 scenario with this machine's calibration), calibration.toml (unless one was given),
-compare.json, compare.md and the figures. Exit codes: 0 SLOs met (and, with --compare, every
-metric within tolerance), 1 otherwise, 2 bad input or a run that cannot be reported.
+compare.json, compare.md and the figures. Exit codes: without --compare, 0 when the relay met
+every SLO and 1 when it missed one; with --compare, 0 when model and relay agree on every metric
+and 1 when one is outside the tolerance; 2 for bad input or a run that cannot be reported.
 """
 
 from __future__ import annotations
@@ -14,8 +15,13 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sim.errors import ScenarioError
+
+if TYPE_CHECKING:
+    from sim.calibration import Calibration
+    from sim.scenario import Scenario
 
 EXIT_OK, EXIT_DISAGREE, EXIT_USAGE = 0, 1, 2
 
@@ -80,8 +86,10 @@ def add_arguments(bench: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from relay.calibrate import CalibrationError
     from relay.up import StartupError
-    from sim.bench.run import BenchOptions, LoadGeneratorBottleneck, PublisherFailed, run_bench
+    from sim.bench.load import BenchError
+    from sim.bench.run import BenchOptions, run_bench
     from sim.bench.scale import check_attachable, largest_scale, scaled
     from sim.cli import progress_bar, read_relay_urls, write_outputs
     from sim.report import format_summary
@@ -106,7 +114,11 @@ def run(args: argparse.Namespace) -> int:
     if out_dir.exists() and not out_dir.is_dir():
         raise ScenarioError("--out", f"{out_dir} exists and is not a directory")
     out_dir.mkdir(parents=True, exist_ok=True)
-    calibration = _calibration(args, out_dir) if args.compare else None
+    try:
+        calibration = _calibration(args, out_dir) if args.compare else None
+    except (CalibrationError, StartupError) as error:
+        print(f"livesim bench: error: calibrating: {error}", file=sys.stderr)
+        return EXIT_USAGE
     print(
         f"bench: {scenario.scenario.name} at scale {scale:g} ({how}): "
         f"{small.audience.peak_viewers:,} peak viewers of {scenario.audience.peak_viewers:,}, "
@@ -129,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
             ),
             update,
         )
-    except (LoadGeneratorBottleneck, PublisherFailed, StartupError) as error:
+    except (BenchError, StartupError) as error:
         print(f"livesim bench: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     finally:
@@ -143,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
     return _compare(args, small, calibration, measured, out_dir)
 
 
-def _calibration(args: argparse.Namespace, out_dir: Path) -> object:
+def _calibration(args: argparse.Namespace, out_dir: Path) -> Calibration:
     from relay.calibrate import measure
     from sim.calibration import load_calibration, save_calibration
 
@@ -157,18 +169,17 @@ def _calibration(args: argparse.Namespace, out_dir: Path) -> object:
 
 def _compare(
     args: argparse.Namespace,
-    small: object,
-    calibration: object,
-    measured: dict[str, object],
+    small: Scenario,
+    calibration: Calibration,
+    measured: dict[str, Any],
     out_dir: Path,
 ) -> int:
     from sim.bench.compare import compare, plot_latency_cdfs, plot_rebuffering, render_table
-    from sim.calibration import Calibration, calibration_overrides
+    from sim.calibration import calibration_overrides
     from sim.cli import progress_bar, write_outputs
     from sim.run import run_scenario
-    from sim.scenario import Scenario, parse_scenario
+    from sim.scenario import parse_scenario
 
-    assert isinstance(small, Scenario) and isinstance(calibration, Calibration)
     model_scenario = parse_scenario(small.resolved(), calibration_overrides(calibration, small))
     update, close = progress_bar(args.quiet, "model")
     try:

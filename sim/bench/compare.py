@@ -207,6 +207,11 @@ def plot_rebuffering(predicted: Doc, measured: Doc, path: Path) -> None:
         series = doc["series"]
         rate = np.asarray(series["rebuffering_s"], dtype=float) / series["bin_s"]
         ax.plot(series["t_s"], rate, style, label=label)
+    faults = measured["resolved"].get("fault", [])
+    if faults:  # around the faults, where the stalls are
+        start_s = min(f["at_s"] for f in faults)
+        end_s = max(f["at_s"] + f["duration_s"] for f in faults)
+        ax.set_xlim(max(0.0, start_s - 10.0), end_s + 10.0)
     ax.set_xlabel("time (s)")
     ax.set_ylabel("stalled viewers")
     ax.set_title(f"{measured['scenario']}: rebuffering, model vs relay")

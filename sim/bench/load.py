@@ -34,6 +34,10 @@ from relay.server.run import run
 from sim.dists import Dist
 
 
+class BenchError(RuntimeError):
+    """A bench run that cannot be reported; the message says why (one line)."""
+
+
 @dataclass(frozen=True)
 class SaleDemandSpec:
     """What a load process needs to pick one sale's buyers."""
@@ -153,7 +157,7 @@ async def drive_in_process(share: LoadShare, on_presses: Callable[[Presses], Non
         await process.wait()
     except asyncio.IncompleteReadError:
         await process.wait()
-        raise RuntimeError(
+        raise BenchError(
             f"load process {share.worker} failed (exit code {process.returncode})"
         ) from None
     finally:

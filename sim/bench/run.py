@@ -35,7 +35,14 @@ from relay.load.sessions import RunClock
 from relay.publish import PublishConfig, publish, publish_with_ffmpeg
 from relay.server.run import run as run_loop
 from sim.bench.buyers import BuyerDesk, BuyRecord, SaleEndpoint
-from sim.bench.load import LoadReport, LoadShare, Outage, SaleDemandSpec, drive_in_process
+from sim.bench.load import (
+    BenchError,
+    LoadReport,
+    LoadShare,
+    Outage,
+    SaleDemandSpec,
+    drive_in_process,
+)
 from sim.bench.relay import Relay, Scraper, attach_relay, start_relay
 from sim.exact.model import draw_replication
 from sim.exact.schedule import hold_back_units, unit_layout
@@ -76,7 +83,7 @@ class Outcome:
     """Lateness of the bench process's own loop (the buyers')."""
 
 
-class LoadGeneratorBottleneck(RuntimeError):
+class LoadGeneratorBottleneck(BenchError):
     """The load generator, not the relay, limited the run; its figures are not reported."""
 
 
@@ -92,7 +99,7 @@ class BenchOptions:
     """A running relay's JSON line (`livesim relay up`); None: start one here."""
 
 
-class PublisherFailed(RuntimeError):
+class PublisherFailed(BenchError):
     """A stream's publisher stopped before the run ended."""
 
 
@@ -117,16 +124,16 @@ def run_bench(
     """Run `scenario` (already scaled) against a relay started here; the result.json document."""
     started = time.perf_counter()
     seed = scenario.scenario.seed if options.seed is None else options.seed
-    key = secrets.token_urlsafe(16)
     if options.urls is not None:
         relay = attach_relay(options.urls)
     else:
+        key = secrets.token_urlsafe(16)
         relay = start_relay(scenario, key=key, store=options.store, part_s=part_s_of(scenario))
     try:
         outcome = run_loop(_bench(scenario, relay, options, seed, progress))
     finally:
         relay.stop()
-    load = _check_load(outcome)
+    load = check_load(outcome.reports, outcome.desk_lag_s)
     result = _result(scenario, outcome, seed, time.perf_counter() - started)
     result["load_generator"] = load
     return result
@@ -171,9 +178,10 @@ async def _bench(
             asyncio.ensure_future(_fault(relay, scraper, outage, fault.duration_s, zero_unix))
             for outage, fault in zip(outages, scenario.faults, strict=True)
         ]
-        background.append(
-            asyncio.ensure_future(_scrape(scraper, session, zero_unix, bin_s, n_bins, progress))
+        scraping = asyncio.ensure_future(
+            _scrape(scraper, session, zero_unix, bin_s, n_bins, progress)
         )
+        background.append(scraping)
         try:
             driving = asyncio.ensure_future(asyncio.gather(*drives))
             watched: list[asyncio.Future[Any]] = [driving, *publishers]
@@ -184,6 +192,7 @@ async def _bench(
                     raise PublisherFailed(f"a publisher stopped before the run ended: {failure}")
             reports = list(await driving)
             await desk.finish()
+            await asyncio.wait_for(scraping, bin_s + 10.0)  # the last bin's counters
         finally:
             for task in [*background, *publishers, *drives]:
                 task.cancel()
@@ -281,7 +290,7 @@ async def _create_sale(session: aiohttp.ClientSession, sale_url: str, sale: Sale
     body = {"sku": sale.name, "stock": sale.stock, "per_user_limit": sale.per_user_limit}
     async with session.post(f"{sale_url}/sales", json=body) as response:
         if response.status != 201:
-            raise RuntimeError(f"the sale service refused sale {sale.name!r}: {response.status}")
+            raise BenchError(f"the sale service refused sale {sale.name!r}: {response.status}")
         return str((await response.json())["id"])
 
 
@@ -338,10 +347,10 @@ async def _scrape(
             progress((b + 1) / n_bins)
 
 
-def _check_load(outcome: Outcome) -> dict[str, Any]:
+def check_load(reports: list[LoadReport], buyers_lag_samples_s: list[float]) -> dict[str, Any]:
     """How the load generator fared; LoadGeneratorBottleneck if it limited the run."""
     rows = []
-    for report in outcome.reports:
+    for report in reports:
         lag_p99_s = _p99(report.lag_s)
         share = report.cpu_s / report.wall_s if report.wall_s > 0 else 0.0
         rows.append({"lag_p99_s": lag_p99_s, "cpu_share": share})
@@ -352,7 +361,7 @@ def _check_load(outcome: Outcome) -> dict[str, Any]:
                 f"of a core, limit {CPU_SHARE_MAX:.0%}): its timings would be its own, so none "
                 "are reported; lower --scale or add --load-workers"
             )
-    buyers_lag_s = _p99(outcome.desk_lag_s)
+    buyers_lag_s = _p99(buyers_lag_samples_s)
     if buyers_lag_s > BUYERS_LAG_P99_MAX_S:
         raise LoadGeneratorBottleneck(
             f"the buyers' event loop lagged (p99 {buyers_lag_s * 1e3:.0f} ms, limit "

@@ -93,21 +93,25 @@ def check_attachable(scenario: Scenario) -> None:
 
 
 REQUESTS_PER_CORE_PER_S = 3_500.0
-"""Viewer requests per second (a pushed part counts as one) that one core of the bench machine
-carries for the relay and the load generator together, with the load generator's event loop
-still on time: 2 cores carried 1,000 LL-HLS viewers (6,000 requests/s) with a loop lag p99 of
-60-70 ms and 3,000 (18,000 requests/s) not (lag p99 350 ms)."""
+"""Viewer requests per second that one core of the bench machine carries for the relay and the
+load generator together, with the load generator's event loop still on time: 2 cores carried
+1,170 LL-HLS viewers (7,000 requests/s) with a loop lag p99 of 45-55 ms, and 3,000 (18,000
+requests/s) not (lag p99 350 ms)."""
+
+PUSHED_PART_COST = 0.25
+"""A pushed part costs about a quarter of a request: 2,000 push viewers of 0.2 s parts (10,000
+parts/s) ran with a loop lag p99 of 4 ms and 6 % of a core per load process."""
 
 
 def requests_per_viewer_per_s(scenario: Scenario) -> float:
     """Requests each viewer makes per second: a playlist and a media request per part (LL-HLS)
-    or segment (HLS); one pushed part (push)."""
+    or segment (HLS); for push, its parts at PUSHED_PART_COST each."""
     stream = scenario.stream
     if stream.protocol == "hls":
         return 2.0 / stream.segment_s
     if stream.protocol == "ll-hls":
         return 2.0 / stream.part_s
-    return 1.0 / stream.part_s
+    return PUSHED_PART_COST / stream.part_s
 
 
 def largest_scale(scenario: Scenario, cores: int) -> float:
