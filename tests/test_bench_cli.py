@@ -64,7 +64,6 @@ def _report(lag_s: float, cpu_share: float) -> list[LoadReport]:
         lag_s=list(np.full(100, lag_s)),
         cpu_s=cpu_share * 60.0,
         wall_s=60.0,
-        sessions=10,
     )
     return [report]
 

@@ -20,7 +20,7 @@ import asyncio
 import functools
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from relay.core.fmp4 import ntp_to_unix
@@ -91,15 +91,32 @@ async def _get(connection: HttpConnection, path: str) -> bytes:
     return body
 
 
-async def llhls_session(target: Target, player: Player, clock: RunClock) -> None:
-    """Play over LL-HLS until cancelled."""
-    position: tuple[int, int] | None = None
+async def _on_edges(target: Target, play: Callable[[HttpConnection], Awaitable[None]]) -> None:
+    """Run `play` on a connection to the edge `pick_edge` names, again and again: at once when
+    it returns, after `reconnect_s` when the edge fails it."""
     while True:
         host, port = target.edges[target.pick_edge()]
         connection: HttpConnection | None = None
-        base = f"/live/{target.stream}"
         try:
             connection = await HttpConnection.open(host, port)
+            await play(connection)
+            continue
+        except (EdgeFailed, ConnectionError, OSError, TimeoutError):
+            pass
+        finally:
+            if connection is not None:
+                connection.close()
+        await asyncio.sleep(target.reconnect_s)
+
+
+async def llhls_session(target: Target, player: Player, clock: RunClock) -> None:
+    """Play over LL-HLS until cancelled."""
+    base = f"/live/{target.stream}"
+    position: tuple[int, int] | None = None
+
+    async def play(connection: HttpConnection) -> None:
+        nonlocal position
+        try:
             if position is None:
                 listed = _PART_URI.findall(_listed(await _get(connection, f"{base}/index.m3u8")))
                 if not listed:
@@ -115,14 +132,9 @@ async def llhls_session(target: Target, player: Player, clock: RunClock) -> None
                 position = wanted
                 wanted = await _next_part(connection, base, position)
         except Gone:
-            position = None
-            continue
-        except (EdgeFailed, ConnectionError, OSError, TimeoutError):
-            pass
-        finally:
-            if connection is not None:
-                connection.close()
-        await asyncio.sleep(target.reconnect_s)
+            position = None  # fell out of the live window: start again from the live edge
+
+    await _on_edges(target, play)
 
 
 async def _next_part(
@@ -150,37 +162,29 @@ def _listed(playlist: bytes) -> bytes:
 
 async def hls_session(target: Target, player: Player, clock: RunClock) -> None:
     """Play over classic HLS (whole segments, polled playlist) until cancelled."""
+    base = f"/live/{target.stream}"
     phase_s = clock.now()
     last: int | None = None
-    while True:
-        host, port = target.edges[target.pick_edge()]
-        connection: HttpConnection | None = None
-        base = f"/live/{target.stream}"
-        try:
-            connection = await HttpConnection.open(host, port)
-            while True:
-                listed = [
-                    int(m)
-                    for m in _SEGMENT_URI.findall(await _get(connection, f"{base}/index.m3u8"))
-                ]
-                if last is None and listed:
-                    last = listed[max(0, len(listed) - target.hold_back)] - 1
-                for msn in listed:
-                    if last is not None and msn > last:
-                        body = await _get(connection, f"{base}/seg{msn}.m4s")
-                        capture_s = clock.capture_s(capture_unix_s(body))
-                        player.receive(clock.now(), capture_s, target.unit_s)
-                        last = msn
-                # The next poll on this viewer's own cadence.
-                now = clock.now()
-                polls = int((now - phase_s) / target.unit_s) + 1
-                await asyncio.sleep(max(0.0, phase_s + polls * target.unit_s - now))
-        except (EdgeFailed, ConnectionError, OSError, TimeoutError):
-            pass
-        finally:
-            if connection is not None:
-                connection.close()
-        await asyncio.sleep(target.reconnect_s)
+
+    async def play(connection: HttpConnection) -> None:
+        nonlocal last
+        while True:
+            playlist = await _get(connection, f"{base}/index.m3u8")
+            listed = [int(m) for m in _SEGMENT_URI.findall(playlist)]
+            if last is None and listed:
+                last = listed[max(0, len(listed) - target.hold_back)] - 1
+            for msn in listed:
+                if last is not None and msn > last:
+                    body = await _get(connection, f"{base}/seg{msn}.m4s")
+                    capture_s = clock.capture_s(capture_unix_s(body))
+                    player.receive(clock.now(), capture_s, target.unit_s)
+                    last = msn
+            # The next poll on this viewer's own cadence.
+            now = clock.now()
+            polls = int((now - phase_s) / target.unit_s) + 1
+            await asyncio.sleep(max(0.0, phase_s + polls * target.unit_s - now))
+
+    await _on_edges(target, play)
 
 
 class _PushSession(PushProbe):

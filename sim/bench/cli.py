@@ -63,8 +63,8 @@ def add_arguments(bench: argparse.ArgumentParser) -> None:
     bench.add_argument(
         "--load-workers",
         type=int,
-        default=min(2, os.cpu_count() or 1),
-        help="load-generator processes (default: 2, or 1 on a single core)",
+        default=_default_load_workers(os.cpu_count() or 1),
+        help="load-generator processes (default: half the cores, at least 2; 1 on one core)",
     )
     bench.add_argument(
         "--compare",
@@ -83,6 +83,10 @@ def add_arguments(bench: argparse.ArgumentParser) -> None:
         help="with --compare: relative tolerance of each metric (default 0.2)",
     )
     bench.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _default_load_workers(cores: int) -> int:
+    return min(cores, max(2, cores // 2))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -26,6 +26,8 @@ KS_MAX = 0.25
 SPIKE_WINDOW_S = 10.0
 
 Doc = dict[str, Any]
+Getter = tuple[str | int, ...] | Callable[[Doc], float]
+"""A metric's path in result.json, or a function of the document."""
 
 
 @dataclass(frozen=True)
@@ -131,10 +133,6 @@ def metrics(predicted: Doc, measured: Doc, tolerance: float = TOLERANCE) -> list
     return rows
 
 
-Getter = tuple[str | int, ...] | Callable[[Doc], float]
-"""A metric's path in result.json, or a function of the document."""
-
-
 def _value(doc: Doc, get: Getter) -> float | None:
     return get(doc) if callable(get) else _get(doc, *get)
 
@@ -192,11 +190,7 @@ def plot_latency_cdfs(predicted: Doc, measured: Doc, path: Path) -> None:
         ax.step(cdf["x"], cdf["p"], style, where="post", label=label)
     ax.set_xlabel("replay latency (s)")
     ax.set_ylabel("share of media played")
-    ax.set_title(f"{measured['scenario']}: replay latency, model vs relay")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, format="png", dpi=110, metadata={"Software": None})
+    _finish(fig, f"{measured['scenario']}: replay latency, model vs relay", path)
 
 
 def plot_rebuffering(predicted: Doc, measured: Doc, path: Path) -> None:
@@ -214,7 +208,12 @@ def plot_rebuffering(predicted: Doc, measured: Doc, path: Path) -> None:
         ax.set_xlim(max(0.0, start_s - 10.0), end_s + 10.0)
     ax.set_xlabel("time (s)")
     ax.set_ylabel("stalled viewers")
-    ax.set_title(f"{measured['scenario']}: rebuffering, model vs relay")
+    _finish(fig, f"{measured['scenario']}: rebuffering, model vs relay", path)
+
+
+def _finish(fig: Figure, title: str, path: Path) -> None:
+    ax = fig.axes[0]
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

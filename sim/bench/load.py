@@ -21,7 +21,7 @@ import sys
 import time
 from asyncio.subprocess import PIPE
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -128,8 +128,6 @@ class LoadReport:
     cpu_s: float
     """CPU this process used while driving."""
     wall_s: float
-    sessions: int
-    errors: dict[str, int] = field(default_factory=dict)
 
 
 def run_share(share: LoadShare, send: Callable[[Presses], None]) -> LoadReport:
@@ -238,8 +236,6 @@ async def _drive(share: LoadShare, send: Callable[[Presses], None]) -> LoadRepor
         lag_s=lag.samples_s,
         cpu_s=time.process_time() - cpu0,
         wall_s=time.monotonic() - wall0,
-        sessions=len(share.at_s),
-        errors=dict(probe_stats.errors),
     )
 
 

@@ -50,7 +50,7 @@ from sim.measurements import Measurements, TierMeasurements, viewer_curve
 from sim.metrics import Histogram, choose_bin_s
 from sim.results import build_result
 from sim.run import replication_seeds
-from sim.sale.outcomes import sale_result
+from sim.sale.outcomes import demand_of, sale_result
 from sim.sale.spec import Decision, SaleDemand, SaleOutcome
 from sim.scenario import Sale, Scenario
 
@@ -466,13 +466,8 @@ def _sale_run(sale: Sale, buys: list[BuyRecord], sold: int) -> tuple[SaleDemand,
     response_s = np.array([b.response_s for b in buys])
     status = np.array([b.status for b in buys], dtype=int)
     ordered = status == 201
-    demand = SaleDemand(
-        at_s=sale.at_s,
-        stock=sale.stock,
-        per_user_limit=sale.per_user_limit,
-        timeout_s=sale.timeout_s,
-        retries=sale.retries,
-        backoff_s=sale.backoff_s,
+    demand = demand_of(
+        sale,
         user=np.arange(n),
         send_s=send_s,
         rtt_s=np.zeros(n),

@@ -38,6 +38,26 @@ def build_demand(sale: Sale, latency_s: np.ndarray, rng: np.random.Generator) ->
     user = np.repeat(np.arange(buyers.size), sale.quantity)
     seen_s = np.repeat(sale.at_s + buyers + reaction_s, sale.quantity)
     n = user.size
+    return demand_of(
+        sale,
+        user=user,
+        send_s=seen_s,
+        rtt_s=sale.rtt_ms.sample(rng, n) / 1e3,
+        latency_s=np.repeat(buyers, sale.quantity),
+        jitter=rng.random((n, max(sale.retries, 1))),
+    )
+
+
+def demand_of(
+    sale: Sale,
+    *,
+    user: np.ndarray,
+    send_s: np.ndarray,
+    rtt_s: np.ndarray,
+    latency_s: np.ndarray,
+    jitter: np.ndarray,
+) -> SaleDemand:
+    """A sale's demand: the scenario's terms and these orders."""
     return SaleDemand(
         at_s=sale.at_s,
         stock=sale.stock,
@@ -46,10 +66,10 @@ def build_demand(sale: Sale, latency_s: np.ndarray, rng: np.random.Generator) ->
         retries=sale.retries,
         backoff_s=sale.backoff_s,
         user=user,
-        send_s=seen_s,
-        rtt_s=sale.rtt_ms.sample(rng, n) / 1e3,
-        latency_s=np.repeat(buyers, sale.quantity),
-        jitter=rng.random((n, max(sale.retries, 1))),
+        send_s=send_s,
+        rtt_s=rtt_s,
+        latency_s=latency_s,
+        jitter=jitter,
     )
 
 
