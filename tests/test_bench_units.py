@@ -35,9 +35,7 @@ def test_scaling_shrinks_the_audience_and_stock_and_takes_the_relays_shape() -> 
 
 
 def test_scaling_caps_edges_and_keeps_faults_proportional() -> None:
-    full = load_scenario(
-        SCENARIOS / "edge-failure.toml", ["tier.edge.nodes=32", "fault.0.count=8"]
-    )
+    full = load_scenario(SCENARIOS / "edge-failure.toml", ["tier.edge.nodes=32", "fault.0.count=8"])
     small = scaled(full, 0.5)
     assert [t.nodes for t in small.tiers] == [1, 1, EDGES_MAX]
     assert small.faults[0].count == 2
