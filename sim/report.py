@@ -152,7 +152,8 @@ def format_summary(result: Mapping[str, Any]) -> str:
     lines = [
         f"livesim {result.get('scenario', '?')}: engine {result.get('engine', '?')}, "
         f"seed {result.get('seed', '?')}, replications {result.get('replications', '?')}, "
-        f"{_fmt(result.get('sim_time_s'), '.0f')} s simulated in "
+        f"{_fmt(result.get('sim_time_s'), '.0f')} s "
+        f"{'measured' if result.get('engine') == 'relay' else 'simulated'} in "
         f"{_fmt(result.get('wall_s'), '.1f')} s",
         "",
     ]

@@ -163,11 +163,11 @@ def _listed(playlist: bytes) -> bytes:
 async def hls_session(target: Target, player: Player, clock: RunClock) -> None:
     """Play over classic HLS (whole segments, polled playlist) until cancelled."""
     base = f"/live/{target.stream}"
-    phase_s = clock.now()
+    next_poll_s = clock.now()
     last: int | None = None
 
     async def play(connection: HttpConnection) -> None:
-        nonlocal last
+        nonlocal last, next_poll_s
         while True:
             playlist = await _get(connection, f"{base}/index.m3u8")
             listed = [int(m) for m in _SEGMENT_URI.findall(playlist)]
@@ -179,10 +179,12 @@ async def hls_session(target: Target, player: Player, clock: RunClock) -> None:
                     capture_s = clock.capture_s(capture_unix_s(body))
                     player.receive(clock.now(), capture_s, target.unit_s)
                     last = msn
-            # The next poll on this viewer's own cadence.
-            now = clock.now()
-            polls = int((now - phase_s) / target.unit_s) + 1
-            await asyncio.sleep(max(0.0, phase_s + polls * target.unit_s - now))
+            # The next poll on this viewer's own cadence (counted, not derived from the clock:
+            # a timer may fire a little early).
+            next_poll_s += target.unit_s
+            while next_poll_s <= clock.now():
+                next_poll_s += target.unit_s
+            await asyncio.sleep(next_poll_s - clock.now())
 
     await _on_edges(target, play)
 
