@@ -187,17 +187,20 @@ async def _drive(share: LoadShare, send: Callable[[Presses], None]) -> LoadRepor
     probe_stats = ProbeStats(measuring=False)
     rng = np.random.default_rng(share.seed)
     router = EdgeRouter(len(share.edges), share.outages, clock)
-    cpu0 = time.process_time()
-    wall0 = time.monotonic()
+    ended: list[asyncio.Task[None]] = []
 
     def leave(vid: int) -> None:
         task = tasks.pop(vid, None)
         if task is not None:
             task.cancel()
+            ended.append(task)
         player = watching.pop(vid, None)
         if player is not None:
             player.leave(min(clock.now(), share.duration_s))
 
+    await asyncio.sleep(max(0.0, -clock.now()))  # the run starts
+    cpu0 = time.process_time()
+    wall0 = time.monotonic()
     async with LoopLag() as lag:
         sale_tasks = [
             asyncio.ensure_future(_pick_buyers(sale, watching, clock, rng, send))
@@ -226,7 +229,7 @@ async def _drive(share: LoadShare, send: Callable[[Presses], None]) -> LoadRepor
         await asyncio.sleep(max(0.0, share.duration_s - clock.now()))
         for vid in list(watching):
             leave(vid)
-        await asyncio.gather(*tasks.values(), return_exceptions=True)
+        await asyncio.gather(*ended, return_exceptions=True)
         for task in sale_tasks:
             task.cancel()
         await asyncio.gather(*sale_tasks, return_exceptions=True)
