@@ -66,7 +66,7 @@ class Target:
 
 
 class EdgeFailed(Exception):
-    """The edge refused or dropped the session: move to the next edge."""
+    """The edge refused or dropped the session: reconnect where `pick_edge` says."""
 
 
 class Gone(EdgeFailed):
