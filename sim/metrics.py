@@ -209,6 +209,12 @@ class Histogram:
         return [float(x) for x in values], [float(p) for p in fractions]
 
 
+def time_bins(duration_s: float) -> tuple[float, int]:
+    """(bin width, number of bins) of a run's time series."""
+    bin_s = choose_bin_s(duration_s)
+    return bin_s, max(1, math.ceil(duration_s / bin_s))
+
+
 def choose_bin_s(duration_s: float, max_bins: int = 2000) -> float:
     """The smallest "nice" bin (1, 2, 5, 10, 20, ... s) that splits duration_s into <= max_bins."""
     if not (duration_s > 0.0 and math.isfinite(duration_s)):

@@ -8,9 +8,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from prometheus_client import generate_latest
 
 from relay.load.player import Playback, Player
+from relay.server.http import Request
+from relay.server.metrics import ServerMetrics
 from sim.bench.compare import compare, ks_distance, rebuffer_spike, render_table
+from sim.bench.relay import parse_counters
 from sim.bench.scale import EDGES_MAX, largest_scale, scaled
 from sim.errors import ScenarioError
 from sim.run import run_scenario
@@ -154,3 +158,21 @@ def test_the_rebuffering_spike_is_the_busiest_ten_seconds(model_result: dict[str
     stalls[12:14] = [30.0, 10.0]  # 40 viewer-seconds within two 1 s bins
     spiky["series"]["rebuffering_s"] = stalls
     assert rebuffer_spike(spiky) == pytest.approx(40.0 / 10.0)
+
+
+def test_counters_are_read_from_a_servers_metrics_page() -> None:
+    metrics = ServerMetrics("edge-0")
+    request = Request("GET", "/live/s0/index.m3u8", {}, {}, b"")
+    for status in (200, 200, 200, 404):
+        metrics.response(request, status)
+    metrics.sent(1500)
+    metrics.counter("livesim_media_from_parent", "parts from the parent").inc(7)
+    metrics.gauge("livesim_push_viewers", "viewers").set(12)  # a gauge: not kept
+    text = generate_latest(metrics.registry).decode()
+    assert parse_counters(text) == {
+        "requests": 4.0,
+        "bytes_sent": 1500.0,
+        "media_from_parent": 7.0,
+        "cache_hits": 0.0,
+        "cache_misses": 0.0,
+    }

@@ -18,6 +18,7 @@ from relay.core.fmp4 import (
     Fragment,
     FragmentSplitter,
     InitInfo,
+    first_capture_s,
     iter_boxes,
     parse_init,
 )
@@ -154,6 +155,16 @@ def test_capture_time_round_trips_within_a_microsecond(capture_s: float) -> None
     (got,) = split(data, [])
     assert got.capture_s is not None
     assert abs(got.capture_s - capture_s) < 1e-6
+    # Read straight from the bytes too, as a viewer does with a part or a segment.
+    found = first_capture_s(data + data)
+    assert found is not None and abs(found - capture_s) < 1e-6
+
+
+def test_media_without_a_prft_has_no_capture_time() -> None:
+    data = fragment(1, 0, [3000], [grey_picture(WIDTH, HEIGHT)], independent=True, capture_s=1.0)
+    assert data[4:8] == b"prft"
+    without = data[int.from_bytes(data[:4], "big") :]  # moof + mdat
+    assert first_capture_s(without) is None
 
 
 def test_truncated_upload_leaves_its_tail_for_close() -> None:

@@ -512,6 +512,17 @@ def _fragment(
     )
 
 
+def first_capture_s(data: BytesLike) -> float | None:
+    """Unix capture time of the first prft before the first moof of a part or segment; None
+    when there is none."""
+    for box in iter_boxes(data):
+        if box.type == "prft":
+            return _parse_prft(data, box)[1]
+        if box.type == "moof":
+            return None
+    return None
+
+
 def ntp_to_unix(ntp: int) -> float:
     """Unix seconds of a 64-bit NTP timestamp; seconds below 2**31 are era 1 (RFC 4330 3)."""
     seconds, fraction = divmod(ntp, NTP_ERA_S)

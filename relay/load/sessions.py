@@ -23,7 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from relay.core.fmp4 import ntp_to_unix
+from relay.core.fmp4 import first_capture_s
 from relay.load.http_client import HttpConnection
 from relay.load.player import Player
 from relay.load.push_probe import ProbeStats, PushProbe
@@ -75,11 +75,14 @@ class Gone(EdgeFailed):
 
 
 def capture_unix_s(body: bytes) -> float:
-    """Capture stamp of the first `prft` box in a part or segment."""
-    at = body.find(b"prft")
-    if at < 4 or len(body) < at + 20:
+    """Capture stamp of a part or segment (its first `prft`)."""
+    try:
+        capture_s = first_capture_s(body)
+    except ValueError as error:
+        raise EdgeFailed(f"media that is not fMP4: {error}") from None
+    if capture_s is None:
         raise EdgeFailed("media without a prft capture stamp")
-    return ntp_to_unix(int.from_bytes(body[at + 12 : at + 20], "big"))
+    return capture_s
 
 
 async def _get(connection: HttpConnection, path: str) -> bytes:

@@ -32,6 +32,7 @@ from relay.load.push_probe import ProbeStats, raise_open_files
 from relay.load.sessions import RunClock, Target, hls_session, llhls_session, push_session
 from relay.server.run import run
 from sim.dists import Dist
+from sim.metrics import time_bins
 
 
 class BenchError(RuntimeError):
@@ -98,8 +99,6 @@ class LoadShare:
     zero_unix: float
     """The run's start, wall clock."""
     duration_s: float
-    bin_s: float
-    n_bins: int
     protocol: str
     unit_s: float
     hold_back: int
@@ -181,7 +180,7 @@ _SESSIONS = {"ll-hls": llhls_session, "hls": hls_session}
 async def _drive(share: LoadShare, send: Callable[[Presses], None]) -> LoadReport:
     loop = asyncio.get_running_loop()
     clock = RunClock(share.zero_unix)
-    playback = Playback(share.bin_s, share.n_bins)
+    playback = Playback(*time_bins(share.duration_s))
     watching: dict[int, Player] = {}
     tasks: dict[int, asyncio.Task[None]] = {}
     probe_stats = ProbeStats(measuring=False)

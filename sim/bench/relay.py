@@ -9,7 +9,6 @@ the edges behind the last of those, plus the sale service. `Scraper` reads every
 from __future__ import annotations
 
 import asyncio
-import re
 import subprocess
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +16,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 
 from relay.up import start_server
 from sim.scenario import Scenario
@@ -24,8 +24,6 @@ from sim.scenario import Scenario
 COUNTERS = ("requests", "bytes_sent", "media_from_parent", "cache_hits", "cache_misses")
 """Per node and bin: responses, body bytes, parts and segments received from the parent
 (fetched or pushed), cache hits and misses."""
-
-_SAMPLE = re.compile(r"^livesim_([a-z_]+)_total(?:\{[^}]*\})? ([0-9.eE+-]+)$", re.MULTILINE)
 
 
 @dataclass
@@ -143,9 +141,10 @@ def attach_relay(urls: dict[str, Any]) -> Relay:
 def parse_counters(text: str) -> dict[str, float]:
     """The counters of one `/metrics` page (summed over labels) that a bench keeps."""
     found = dict.fromkeys(COUNTERS, 0.0)
-    for name, value in _SAMPLE.findall(text):
-        if name in found:
-            found[name] += float(value)
+    for family in text_string_to_metric_families(text):
+        name = family.name.removeprefix("livesim_")
+        if family.type == "counter" and name in found:
+            found[name] = sum(s.value for s in family.samples if s.name.endswith("_total"))
     return found
 
 

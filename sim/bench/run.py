@@ -47,7 +47,7 @@ from sim.bench.relay import Relay, Scraper, attach_relay, start_relay
 from sim.exact.model import draw_replication
 from sim.exact.schedule import hold_back_units, unit_layout
 from sim.measurements import Measurements, TierMeasurements, viewer_curve
-from sim.metrics import Histogram, choose_bin_s
+from sim.metrics import Histogram, time_bins
 from sim.results import build_result
 from sim.run import replication_seeds
 from sim.sale.outcomes import demand_of, sale_result
@@ -147,8 +147,7 @@ async def _bench(
     progress: Callable[[float], None] | None,
 ) -> Outcome:
     duration_s = scenario.scenario.duration_s
-    bin_s = choose_bin_s(duration_s)
-    n_bins = max(1, math.ceil(duration_s / bin_s))
+    bin_s, n_bins = time_bins(duration_s)
     scraper = Scraper(relay, n_bins)
     streams = [f"s{i}" for i in range(scenario.hosts.count)]
     async with (
@@ -234,7 +233,6 @@ def _shares(
     """Split the audience over the load processes (viewer i to process i mod n); and the seed
     of the buyers' backoff draws."""
     duration_s = scenario.scenario.duration_s
-    bin_s = choose_bin_s(duration_s)
     # The audience the model draws for replication 0 of this seed (common random numbers).
     engine_seed, sale_seed = replication_seeds(seed, 1)[0]
     draws = draw_replication(scenario, np.random.default_rng(engine_seed))
@@ -262,8 +260,6 @@ def _shares(
                 worker=w,
                 zero_unix=zero_unix,
                 duration_s=duration_s,
-                bin_s=bin_s,
-                n_bins=max(1, math.ceil(duration_s / bin_s)),
                 protocol=scenario.stream.protocol,
                 unit_s=part_s_of(scenario) if scenario.stream.protocol != "hls" else unit_s,
                 hold_back=hold_back_units(scenario),
@@ -378,8 +374,7 @@ def _p99(samples: list[float]) -> float:
 def _result(scenario: Scenario, outcome: Outcome, seed: int, wall_s: float) -> dict[str, Any]:
     shares, reports = outcome.shares, outcome.reports
     duration_s = scenario.scenario.duration_s
-    bin_s = choose_bin_s(duration_s)
-    n_bins = max(1, math.ceil(duration_s / bin_s))
+    bin_s, n_bins = time_bins(duration_s)
     playback = Playback(bin_s, n_bins)
     for report in reports:
         p = report.playback

@@ -41,7 +41,7 @@ from sim.exact.schedule import (
     unit_layout,
 )
 from sim.measurements import Measurements, TierMeasurements
-from sim.metrics import Histogram, choose_bin_s
+from sim.metrics import Histogram, time_bins
 from sim.scenario import Fault, Scenario
 
 RATE_CLASSES = 24
@@ -68,8 +68,7 @@ class CohortModel:
         self.env = simpy.Environment()
         s = scenario
         duration_s = s.scenario.duration_s
-        self.bin_s = choose_bin_s(duration_s)
-        self.n_bins = max(1, math.ceil(duration_s / self.bin_s))
+        self.bin_s, self.n_bins = time_bins(duration_s)
         self.protocol = s.stream.protocol
         unit_s, _ = unit_layout(s)
         self.unit_s = unit_s

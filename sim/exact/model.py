@@ -27,7 +27,7 @@ from sim.exact.schedule import (
 )
 from sim.exact.viewer import Session, viewer
 from sim.measurements import Measurements, TierMeasurements, viewer_curve
-from sim.metrics import Histogram, choose_bin_s
+from sim.metrics import Histogram, time_bins
 from sim.scenario import Scenario
 
 _DRAW_POOL = 65_536
@@ -73,8 +73,7 @@ class Model:
         self.rng = rng
         self.env = simpy.Environment()
         duration_s = scenario.scenario.duration_s
-        self.bin_s = choose_bin_s(duration_s)
-        self.n_bins = max(1, math.ceil(duration_s / self.bin_s))
+        self.bin_s, self.n_bins = time_bins(duration_s)
         self.protocol = scenario.stream.protocol
 
         n_streams = scenario.hosts.count
